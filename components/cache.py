@@ -1,0 +1,50 @@
+"""Every cached loader, in one place. Each wraps one core function in `st.cache_resource`.
+
+Cached objects are shared by every browser session and thread: they are never mutated.
+Arguments whose name starts with an underscore (progress callbacks) are not hashed.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from playground import loading
+from playground.loading import LoadedModel, ModelFacts
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def causal_lm(model_id: str, _progress=None) -> LoadedModel:
+    """A causal LM (any precision variant) with its tokenizer."""
+    return loading.load_causal_lm(model_id, _progress)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def encoder(model_id: str, _progress=None) -> LoadedModel:
+    """An encoder model (eager attention) with its tokenizer."""
+    return loading.load_encoder(model_id, _progress)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def tokenizer(model_id: str, _progress=None):
+    """A tokenizer alone: no weights are loaded."""
+    return loading.load_tokenizer(model_id, _progress)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def embedder(model_id: str, _progress=None):
+    """A sentence-transformers embedder."""
+    return loading.load_sentence_transformer(model_id, _progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def facts(model_id: str) -> ModelFacts:
+    """Facts of a model from its config and safetensors headers (converting a bundled GGUF once)."""
+    return loading.model_facts(model_id)
+
+
+def any_model(model_id: str, _progress=None) -> LoadedModel:
+    """A causal LM or an encoder, whichever the model is, each from its own cache."""
+    from playground.registry import get_model
+
+    spec = get_model(model_id)
+    return causal_lm(model_id, _progress) if spec.can_generate else encoder(model_id, _progress)

@@ -1,0 +1,98 @@
+"""The shared sidebar: the model picker (catalogue + any Hub id) and the picked model's facts."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components import cache, state
+from components.format import human_bytes, human_count
+from playground import loading
+from playground.errors import PlaygroundError, describe
+from playground.registry import get_model, list_models
+
+
+def _label(model_id: str) -> str:
+    try:
+        spec = get_model(model_id)
+    except PlaygroundError:
+        return model_id
+    where = "bundled" if spec.source == "bundled" else "Hub"
+    return f"{spec.label} ({where})"
+
+
+def _use_hub_id() -> None:
+    typed = st.session_state.get(state.HUB_ID, "").strip()
+    try:
+        spec = get_model(typed)
+    except PlaygroundError as exc:
+        st.session_state["sidebar_hub_error"] = describe(exc)
+        return
+    st.session_state.pop("sidebar_hub_error", None)
+    st.session_state[state.MODEL] = spec.id
+
+
+def catalogue_ids() -> list[str]:
+    try:
+        return [s.id for s in list_models(include_variants=True)]
+    except Exception:  # noqa: BLE001 - a broken HF cache must not break the sidebar
+        return [s.id for s in list_models(include_variants=True, include_cached_hub=False)]
+
+
+def facts_markdown(f: loading.ModelFacts) -> str:
+    kv = f" ({f.kv_heads} key/value)" if f.kv_heads != f.heads else ""
+    rows = [
+        ("Parameters", human_count(f.parameters)),
+        ("Layers × heads", f"{f.layers} × {f.heads}{kv}"),
+        ("Vocabulary", f"{f.vocab_size:,}"),
+        ("Context", f"{f.context_length:,} tokens"),
+        ("Architecture", f.architecture),
+        ("Precision", f.precision),
+        ("Memory", human_bytes(f.memory_bytes)),
+        ("Chat template", "yes" if f.has_chat_template else "no"),
+        ("License", f.license),
+        ("Source", f.origin),
+    ]
+    return "\n".join(f"- **{k}:** {v}" for k, v in rows)
+
+
+def render() -> str:
+    """Draw the sidebar; return the picked model id."""
+    state.init_shared()
+    options = catalogue_ids()
+    current = st.session_state[state.MODEL]
+    try:
+        get_model(current)
+    except PlaygroundError:  # a bad id in the URL
+        st.session_state[state.MODEL] = current = options[0]
+    if current not in options:
+        options.append(current)
+    with st.sidebar:
+        st.selectbox("Model", options, format_func=_label, key=state.MODEL,
+                     help="Bundled models work offline. bf16 and int8 are precision variants of the same weights.")
+        with st.expander("Any Hugging Face model"):
+            st.text_input("Hub id", key=state.HUB_ID, placeholder="owner/name")
+            st.button("Use this model", key="sidebar_use_hub", on_click=_use_hub_id)
+            if st.session_state.get("sidebar_hub_error"):
+                st.error(st.session_state["sidebar_hub_error"])
+        model_id = st.session_state[state.MODEL]
+        spec = get_model(model_id)
+        st.caption(spec.description)
+        if spec.source == "hub" and loading.local_folder(model_id) is None:
+            st.info(f"{spec.id} is not downloaded yet.")
+            if st.button("Download", key="sidebar_download"):
+                bar = st.progress(0.0)
+                try:
+                    loading.prepare(model_id, lambda f, m: bar.progress(min(f, 1.0), text=m))
+                    st.rerun()
+                except PlaygroundError as exc:
+                    st.error(describe(exc))
+        else:
+            try:
+                f = cache.facts(model_id)
+                st.markdown(facts_markdown(f))
+            except PlaygroundError as exc:
+                st.error(describe(exc))
+            except Exception as exc:  # noqa: BLE001
+                st.error(describe(exc))
+    state.to_url({state.MODEL: "model"})
+    return st.session_state[state.MODEL]

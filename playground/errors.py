@@ -1,0 +1,77 @@
+"""Every exception a user of LLM Playground can meet.
+
+Each class has a one-line docstring; each message says what happened, with the values
+involved, and what to do about it. Pages catch `PlaygroundError` and show `str(err)`
+with `st.error`; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PlaygroundError(Exception):
+    """Base class: a problem the user can act on."""
+
+
+class UnknownModelError(PlaygroundError):
+    """The model id is neither bundled, cached, nor a valid Hub id."""
+
+
+class ModelNotCachedError(PlaygroundError):
+    """Offline (HF_HUB_OFFLINE) and the model was never downloaded."""
+
+
+class HubUnavailableError(PlaygroundError):
+    """The Hugging Face Hub (or the HF_ENDPOINT mirror) cannot be reached."""
+
+
+class GatedModelError(PlaygroundError):
+    """The Hub repo is gated and no token with access was given."""
+
+
+class NoSafetensorsError(PlaygroundError):
+    """The Hub repo has no safetensors weights; pickled weights are never loaded."""
+
+
+class RemoteCodeError(PlaygroundError):
+    """The model needs trust_remote_code, which is off."""
+
+
+class ModelTooLargeError(PlaygroundError):
+    """The model's weights will not fit in the memory this machine has free."""
+
+
+class CapabilityError(PlaygroundError):
+    """The model cannot do what was asked (e.g. generate with an encoder)."""
+
+
+class CorruptCacheError(PlaygroundError):
+    """A cached conversion is half-written or damaged; it is rebuilt."""
+
+
+class ModelLoadError(PlaygroundError):
+    """Loading the weights failed for a reason the other errors do not name."""
+
+
+class InputError(PlaygroundError):
+    """An input is empty, too long, of the wrong type or outside its bounds."""
+
+
+class ContextLengthError(InputError):
+    """A prompt has more tokens than the model's context window."""
+
+
+class TemplateError(InputError):
+    """A prompt template is invalid, or a variable is missing or unknown."""
+
+
+class StoreError(PlaygroundError):
+    """The vector store (Qdrant) failed or cannot be reached."""
+
+
+def describe(exc: BaseException) -> str:
+    """A message for any exception: ours as they are, others with their type named."""
+    if isinstance(exc, PlaygroundError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "Out of memory. Close other models (sidebar: Clear loaded models) or pick a smaller one."
+    return f"Unexpected error ({type(exc).__name__}): {exc}"

@@ -1,0 +1,253 @@
+"""Streaming generation: `model.generate` in a worker thread, tokens handed back as they come.
+
+`stream(loaded, prompt, settings)` yields `Chunk`s (new text and token ids) and finishes by
+returning a `GenerationResult` with the metrics a comparison needs: time to first token,
+tokens per second, why it stopped. Because it is `model.generate` underneath, greedy output
+is `model.generate(do_sample=False)` token for token.
+
+    gen = stream(lm, "Tell me a joke", GenerationSettings(max_new_tokens=20))
+    for chunk in gen: print(chunk.text, end="")
+    result = gen.result
+
+What it leaves out: the step-by-step distribution view (playground.inspect + sampling).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from playground.errors import ContextLengthError, InputError, PlaygroundError
+from playground.loading import LoadedModel
+from playground.options import option, validate
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Settings shared by every generation path; the sliders are built from these bounds."""
+
+    max_new_tokens: int = option(64, 1, 2048, "how many tokens to generate at most", 1)
+    temperature: float = option(0.0, 0.0, 2.0, "0 is greedy (deterministic); higher is more random", 0.05)
+    top_p: float = option(1.0, 0.01, 1.0, "nucleus sampling: keep the smallest set whose mass reaches p", 0.01)
+    top_k: int = option(0, 0, 1000, "keep the k most likely tokens; 0 keeps all", 1)
+    seed: int = option(0, 0, 2**31 - 1, "random seed, so a sampled answer can be reproduced", 1)
+    stop: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """New text since the last chunk, and the token ids that produced it."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    model_id: str
+    prompt: str
+    prompt_tokens: int
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "end of turn" | "end of sequence" | "max tokens" | "stop sequence" | "cancelled"
+    time_to_first_token: float
+    total_seconds: float
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def tokens_per_second(self) -> float:
+        gen_time = self.total_seconds - self.time_to_first_token
+        if self.new_tokens <= 1 or gen_time <= 0:
+            return self.new_tokens / self.total_seconds if self.total_seconds > 0 else 0.0
+        return (self.new_tokens - 1) / gen_time
+
+
+def format_prompt(tokenizer, text: str, use_chat_template: bool = True, system: str | None = None) -> str:
+    """The exact string the model receives: through the chat template when asked and there is one."""
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text
+
+
+def encode_prompt(tokenizer, prompt: str, templated: bool) -> torch.Tensor:
+    """Token ids (1, T). A templated prompt already holds its special tokens."""
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated).input_ids
+    return ids
+
+
+def _eos_ids(lm: LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    for src in (lm.model.generation_config.eos_token_id, lm.tokenizer.eos_token_id):
+        if isinstance(src, int):
+            ids.add(src)
+        elif src:
+            ids.update(int(i) for i in src)
+    return ids
+
+
+class _QueueStreamer:
+    """transformers streamer: the first put() is the prompt, each later one a new token."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue = queue.Queue()
+        self._seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self.q.put([int(v) for v in value.reshape(-1).tolist()])
+
+    def end(self) -> None:
+        self.q.put(None)
+
+
+class _Cancel:
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+class Stream:
+    """An iterator of Chunks; `.result` holds the GenerationResult once it is exhausted."""
+
+    def __init__(self, lm: LoadedModel, prompt: str, settings: GenerationSettings, templated: bool) -> None:
+        validate(settings)
+        if not lm.spec.can_generate:
+            raise InputError(f"{lm.spec.name} cannot generate text.")
+        self.lm, self.prompt, self.settings, self.templated = lm, prompt, settings, templated
+        self.input_ids = encode_prompt(lm.tokenizer, prompt, templated)
+        n = self.input_ids.shape[1]
+        if n == 0:
+            raise InputError("The prompt is empty: type something for the model to continue.")
+        if n + settings.max_new_tokens > lm.context_length:
+            raise ContextLengthError(
+                f"The prompt is {n:,} tokens and {settings.max_new_tokens:,} new tokens are asked for; "
+                f"{lm.spec.name}'s context is {lm.context_length:,}."
+            )
+        self.result: GenerationResult | None = None
+        self.cancel_event = threading.Event()
+        self._error: BaseException | None = None
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def _kwargs(self, streamer) -> dict:
+        s = self.settings
+        kw = dict(
+            input_ids=self.input_ids,
+            attention_mask=torch.ones_like(self.input_ids),
+            max_new_tokens=s.max_new_tokens,
+            streamer=streamer,
+            pad_token_id=self.lm.tokenizer.pad_token_id or self.lm.tokenizer.eos_token_id,
+        )
+        if s.temperature == 0:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None)
+        if s.stop:
+            kw.update(stop_strings=list(s.stop), tokenizer=self.lm.tokenizer)
+        from transformers import StoppingCriteriaList
+
+        kw["stopping_criteria"] = StoppingCriteriaList([_Cancel(self.cancel_event)])
+        return kw
+
+    def __iter__(self) -> Iterator[Chunk]:
+        streamer = _QueueStreamer()
+        kwargs = self._kwargs(streamer)
+        seed = self.settings.seed
+
+        def work() -> None:
+            try:
+                with torch.no_grad():
+                    if self.settings.temperature > 0:
+                        torch.manual_seed(seed)
+                    self.lm.model.generate(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = exc
+                streamer.end()
+
+        start = time.perf_counter()
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        ids: list[int] = []
+        text_so_far = ""
+        first: float | None = None
+        tok = self.lm.tokenizer
+        while True:
+            item = streamer.q.get()
+            if item is None:
+                break
+            now = time.perf_counter() - start
+            if first is None:
+                first = now
+            ids.extend(item)
+            text = tok.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                continue
+            new = text[len(text_so_far):] if text.startswith(text_so_far) else text
+            text_so_far = text
+            yield Chunk(new, tuple(item), now)
+        thread.join()
+        total = time.perf_counter() - start
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, PlaygroundError):
+                raise err
+            raise PlaygroundError(f"Generation failed in {self.lm.spec.name}: {type(err).__name__}: {err}") from err
+        final = tok.decode(ids, skip_special_tokens=True)
+        if final != text_so_far:
+            yield Chunk(final[len(text_so_far):], (), total)
+        self.result = GenerationResult(
+            model_id=self.lm.spec.id,
+            prompt=self.prompt,
+            prompt_tokens=int(self.input_ids.shape[1]),
+            text=final,
+            token_ids=tuple(ids),
+            finish_reason=self._finish_reason(ids, final),
+            time_to_first_token=first if first is not None else total,
+            total_seconds=total,
+        )
+
+    def _finish_reason(self, ids: list[int], text: str) -> str:
+        if self.cancel_event.is_set():
+            return "cancelled"
+        if ids and ids[-1] in _eos_ids(self.lm):
+            tok = self.lm.tokenizer.convert_ids_to_tokens(ids[-1])
+            return "end of turn" if tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>") else "end of sequence"
+        if self.settings.stop and any(s in text for s in self.settings.stop):
+            return "stop sequence"
+        return "max tokens"
+
+
+def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
+           system: str | None = None) -> Stream:
+    """Stream `text` through `lm`, via its chat template when it has one and it is asked for."""
+    settings = settings or GenerationSettings()
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("The prompt is empty: type something for the model to answer.")
+    prompt = format_prompt(lm.tokenizer, text, use_chat_template, system)
+    templated = prompt != text
+    return Stream(lm, prompt, settings, templated)
+
+
+def generate(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
+             system: str | None = None) -> GenerationResult:
+    """Generate to the end and return the result (no streaming)."""
+    s = stream(lm, text, settings, use_chat_template, system)
+    for _ in s:
+        pass
+    assert s.result is not None
+    return s.result

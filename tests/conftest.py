@@ -1,0 +1,172 @@
+"""Shared fixtures: the real bundled models (loaded once per run), a running app for the
+browser tests, headless Chromium, and AppTest helpers.
+
+Every test runs with PLAYGROUND_DATA in a temporary folder, so nothing a test builds (Qdrant
+collections, experiments) touches the user's data. The model cache (PLAYGROUND_CACHE) is
+the real one that scripts/setup.sh filled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_DATA = ARTIFACTS / "test-data"
+shutil.rmtree(_DATA, ignore_errors=True)
+_DATA.mkdir(parents=True, exist_ok=True)
+os.environ["PLAYGROUND_DATA"] = str(_DATA)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --- real models, once per run -------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from playground.loading import load_causal_lm
+    return load_causal_lm("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    from playground.loading import load_causal_lm
+    return load_causal_lm("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from playground.loading import load_encoder
+    return load_encoder("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from playground.loading import load_sentence_transformer
+    return load_sentence_transformer("all-minilm-l6-v2")
+
+
+# --- AppTest ------------------------------------------------------------------------------
+
+def app_test(page: str | None = None, query: dict | None = None, timeout: float = 120):
+    """An AppTest of app.py, switched to `page` (e.g. "views/tokens.py") and run once.
+
+    Streamlit's AppTest shares this process's `st.cache_resource`, so models load once.
+    """
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    if page is not None:
+        at.switch_page(str(ROOT / page))
+        at.run()
+    return at
+
+
+def texts(at) -> str:
+    """All visible text of an AppTest run (markdown, captions, metrics, errors, infos...)."""
+    parts: list[str] = []
+    for root in (at.main, at.sidebar):
+        for kind in ("title", "header", "subheader", "markdown", "caption", "text", "code", "error", "info",
+                     "warning", "success", "latex"):
+            for el in getattr(root, kind, []):
+                parts.append(str(getattr(el, "value", "")))
+        for m in root.metric:
+            parts.append(f"{m.label}: {m.value}")
+    return "\n".join(parts)
+
+
+# --- the app in a real browser ----------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """Start `streamlit run app.py` on a free port; yield its URL; stop it by its pid."""
+    port = free_port()
+    log = open(ARTIFACTS / "streamlit-test.log", "w")
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/streamlit"), "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start; see artifacts/streamlit-test.log")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (scripts/setup.sh --dev installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    p = ctx.new_page()
+    p.set_default_timeout(90_000)
+    yield p
+    ctx.close()
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wait_idle(page, timeout: float = 90_000) -> None:
+    """Wait until Streamlit has finished running the script (no 'Running...' status widget)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
+    )

@@ -1,0 +1,75 @@
+"""The router, the home page and the sidebar's model picker (AppTest), and the app in Chromium."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import app_test, screenshot, texts, wait_idle
+
+BUNDLED = ["smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2"]
+
+
+def test_home_renders_and_lists_pages():
+    at = app_test()
+    assert not at.exception
+    assert at.title[0].value == "LLM Playground"
+    picker = at.sidebar.selectbox(key="model_id")
+    labels = picker.options  # AppTest shows the formatted labels
+    for name in ("SmolLM2 135M Instruct (bundled)", "Gemma 3 270M (base) (bundled)", "all-MiniLM-L6-v2 (bundled)",
+                 "SmolLM2 135M Instruct · bf16 (bundled)", "SmolLM2 135M Instruct · int8 (bundled)"):
+        assert name in labels
+    assert picker.value == "smollm2-135m-instruct"
+    links = [p.proto.page for p in at.get("page_link")] if hasattr(at, "get") else []
+    assert "Bundled models" in texts(at)
+
+
+@pytest.mark.parametrize(
+    "model_id, expected",
+    [
+        ("smollm2-135m-instruct", ["30 × 9 (3 key/value)", "49,152", "8,192 tokens", "LlamaForCausalLM", "Chat template:** yes"]),
+        ("gemma-3-270m", ["18 × 4 (1 key/value)", "262,144", "32,768 tokens", "Gemma3ForCausalLM", "Chat template:** no"]),
+        ("all-minilm-l6-v2", ["6 × 12", "30,522", "512 tokens", "BertModel", "22.7M"]),
+        ("smollm2-135m-instruct:int8", ["int8", "30 × 9"]),
+    ],
+)
+def test_picking_each_model_shows_its_facts(model_id, expected):
+    at = app_test()
+    at.sidebar.selectbox(key="model_id").set_value(model_id).run()
+    assert not at.exception
+    shown = texts(at)
+    for fact in expected:
+        assert fact in shown, f"{fact!r} not shown for {model_id}"
+    assert at.query_params["model"] == [model_id] or at.query_params["model"] == model_id
+
+
+def test_unknown_hub_id_gives_a_clear_error():
+    at = app_test()
+    at.sidebar.text_input(key="sidebar_hub_id").set_value("not a model id").run()
+    at.sidebar.button(key="sidebar_use_hub").click().run()
+    assert not at.exception
+    assert any("Unknown model" in e.value for e in at.sidebar.error)
+    assert at.sidebar.selectbox(key="model_id").value == "smollm2-135m-instruct"
+
+
+def test_bad_model_in_url_falls_back():
+    at = app_test(query={"model": "nope"})
+    assert not at.exception
+    assert at.sidebar.selectbox(key="model_id").value in BUNDLED
+
+
+@pytest.mark.browser
+def test_app_in_chromium(app_url, page):
+    page.goto(app_url)
+    page.get_by_role("heading", name="LLM Playground").wait_for()
+    wait_idle(page)
+    assert page.title() == "LLM Playground" or "LLM Playground" in page.title()
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("49,152").wait_for()  # SmolLM2's facts, the default model
+    screenshot(page, "home")
+    # open the picker and choose Gemma: its facts replace SmolLM2's
+    sidebar.locator('[data-testid="stSelectbox"]').click()
+    page.get_by_role("option", name="Gemma 3 270M (base) (bundled)").click()
+    sidebar.get_by_text("262,144").wait_for()
+    wait_idle(page)
+    assert "model=gemma-3-270m" in page.url
+    screenshot(page, "home-gemma")
