@@ -66,6 +66,47 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def cache_dir() -> Path:
+    """The Hub cache folder, read from the environment at call time (HF_HUB_CACHE, else HF_HOME/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home) / "hub"
+
+
+_REACH: dict[str, tuple[float, bool]] = {}
+
+
+def check_reachable(timeout: float = 2.0) -> None:
+    """Fail fast with HubUnavailableError when nothing answers at the endpoint.
+
+    huggingface_hub retries a refused connection with back-off for about 20 s; a page should
+    say "the Hub cannot be reached" at once instead. A result is remembered for 30 s.
+    """
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint())
+    key = url.netloc
+    now = time.monotonic()
+    if key in _REACH and now - _REACH[key][0] < 30:
+        ok = _REACH[key][1]
+    else:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            with socket.create_connection((url.hostname, port), timeout=timeout):
+                ok = True
+        except OSError:
+            ok = False
+        _REACH[key] = (now, ok)
+    if not ok:
+        raise HubUnavailableError(
+            f"The Hub at {endpoint()} cannot be reached. Bundled and already downloaded models still work; "
+            "set HF_ENDPOINT to a mirror if you have one."
+        )
+
+
 def _api() -> hfh.HfApi:
     return hfh.HfApi(endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None)
 
@@ -131,6 +172,7 @@ def search(query: str, sort: str = "downloads", limit: int = 20) -> list[HubMode
     if sort not in ("downloads", "likes"):
         raise ValueError(f"sort must be 'downloads' or 'likes', not {sort!r}")
     try:
+        check_reachable()
         found = _api().list_models(search=query or None, pipeline_tag="text-generation", sort=sort, limit=limit)
         return [_to_hub_model(m) for m in found]
     except Exception as exc:  # noqa: BLE001 - translated for the page
@@ -142,6 +184,7 @@ def model_info(repo: str) -> HubModel:
     if is_offline():
         raise ModelNotCachedError(f"HF_HUB_OFFLINE is set; no facts about {repo} can be fetched.")
     try:
+        check_reachable()
         return _to_hub_model(_api().model_info(repo, files_metadata=True))
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, repo) from exc
@@ -186,7 +229,7 @@ def download(repo: str, progress: Progress | None = None) -> Path:
     report = progress or (lambda f, m: None)
     try:
         if is_offline():
-            return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS))
+            return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS, cache_dir=cache_dir()))
         info = model_info(repo)
         check_fits(info)
         report(0.0, f"downloading {info.safetensors_bytes / 2**20:,.1f} MiB of safetensors")
@@ -195,7 +238,8 @@ def download(repo: str, progress: Progress | None = None) -> Path:
             raise NoSafetensorsError(f"{repo} has no config, tokenizer or safetensors files.")
         folder: Path | None = None
         for i, name in enumerate(files):
-            local = Path(hfh.hf_hub_download(repo, name, endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None))
+            local = Path(hfh.hf_hub_download(repo, name, endpoint=endpoint(), cache_dir=cache_dir(),
+                                              token=os.environ.get("HF_TOKEN") or None))
             folder = local.parents[len(Path(name).parts) - 1]
             report((i + 1) / len(files), f"{name} ({i + 1}/{len(files)})")
         return folder
@@ -206,7 +250,7 @@ def download(repo: str, progress: Progress | None = None) -> Path:
 def local_snapshot(repo: str) -> Path | None:
     """The cached snapshot folder of `repo`, or None. Never touches the network."""
     try:
-        return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS))
+        return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS, cache_dir=cache_dir()))
     except Exception:  # noqa: BLE001 - not cached
         return None
 
@@ -214,7 +258,10 @@ def local_snapshot(repo: str) -> Path | None:
 def cached_hub_models() -> list[str]:
     """Repo ids of models in the local HF cache that have a config and safetensors."""
     try:
-        info = hfh.scan_cache_dir()
+        folder = cache_dir()
+        if not folder.is_dir():
+            return []
+        info = hfh.scan_cache_dir(folder)
     except Exception:  # noqa: BLE001 - no cache yet
         return []
     out = []

