@@ -254,6 +254,8 @@ def _count_parameters(folder: Path) -> tuple[int, int]:
         disk += path.stat().st_size
         with safe_open(str(path), "pt") as fh:
             for key in fh.keys():
+                if key.endswith("position_ids"):  # a saved buffer, not a parameter
+                    continue
                 shape = fh.get_slice(key).get_shape()
                 n = 1
                 for d in shape:
