@@ -73,3 +73,25 @@ def test_app_in_chromium(app_url, page):
     wait_idle(page)
     assert "model=gemma-3-270m" in page.url
     screenshot(page, "home-gemma")
+
+
+def test_hub_model_from_the_sidebar_downloads_and_shows_facts(hub_server):
+    at = app_test()
+    at.sidebar.text_input(key="sidebar_hub_id").set_value("tiny-org/tiny-bert-not-there").run()
+    at.sidebar.button(key="sidebar_use_hub").click().run()
+    assert at.session_state["model_id"] == "tiny-org/tiny-bert-not-there"
+    at.sidebar.button(key="sidebar_download").click().run()
+    assert any("not found on the Hub" in e.value for e in at.sidebar.error)
+    at.sidebar.text_input(key="sidebar_hub_id").set_value("tiny-org/gated-llama").run()
+    at.sidebar.button(key="sidebar_use_hub").click().run()
+    at.sidebar.button(key="sidebar_download").click().run()
+    assert any("gated" in e.value and "HF_TOKEN" in e.value for e in at.sidebar.error)
+    at.sidebar.text_input(key="sidebar_hub_id").set_value("tiny-org/tiny-llama").run()
+    at.sidebar.button(key="sidebar_use_hub").click().run()
+    if "sidebar_download" in [b.key for b in at.sidebar.button]:
+        at.sidebar.button(key="sidebar_download").click().run()
+    assert not at.exception
+    shown = texts(at)
+    assert "2 × 4 (2 key/value)" in shown and "49,152" in shown and "LlamaForCausalLM" in shown
+    # once downloaded it is in the picker's catalogue
+    assert "tiny-llama (Hub)" in at.sidebar.selectbox(key="model_id").options
