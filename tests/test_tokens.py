@@ -1,0 +1,293 @@
+"""Tokenization: the core on the three bundled tokenizers over hard strings, the page (AppTest)
+and the page in Chromium.
+
+The bundled tokenizers are three kinds: byte-level BPE (SmolLM2), SentencePiece BPE with byte
+fallback (Gemma 3) and WordPiece (MiniLM). What each promises differs, and the tests say so
+where a promise does not hold.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tokenizers import Tokenizer
+
+from playground import tokens as T
+from playground.errors import InputError
+from playground.loading import load_tokenizer, prepare
+from tests.conftest import app_test, screenshot, texts, wait_idle
+
+SMOL, GEMMA, MINILM = "smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2"
+BUNDLED = [SMOL, GEMMA, MINILM]
+
+HARD = {
+    "empty": "",
+    "whitespace runs": "   \t\t  \n\n\n   x  \r\n  ",
+    "control chars": "a\x00b\x07c\x1bd\x7fe\x0c",
+    "arabic": "مرحبا بالعالم، كيف حالك؟",
+    "hebrew": "שָׁלוֹם עוֹלָם",
+    "mixed direction": "abc مرحبا 123 שלום def",
+    "bidi controls": "\u202eabc\u202c \u200e\u200f \u2066x\u2069",
+    "emoji zwj": "👨‍👩‍👧‍👦 🏳️‍🌈 🧑🏽‍🚀 ❤️‍🔥",
+    "combining marks": "e\u0301 a\u0308\u0323 Z\u0324\u0308 n\u0303o\u0301",
+    "zalgo": "h\u0335\u0321e\u0336\u0322l\u0337l\u0338o\u0334",
+    "cjk": "日本語のテキストと中文和한국어",
+    "code": "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\tif x != 0: pass\n",
+    "long word": "Pneumonoultramicroscopicsilicovolcanoconiosis" * 20,
+    "one letter many times": "a" * 5000,
+    "numbers": "3.14159 1,000,000 2024-05-01 0x1F -42e-3",
+    "typed special tokens": "<|im_end|> <bos> [CLS] <end_of_turn>",
+    "cleanup spaces": " hello . world , (x) don 't ",
+    "rare code points": "\U0010FFFF \U0001F600 𓀀 ꙮ \ue000",
+    "compatibility forms": "ﬁ ligature Ⅻ ① ｆｕｌｌ",
+    "zero width": "a\u200bb\ufeffc\u2060d",
+}
+# The one hard string Gemma cannot give back: SentencePiece writes a space as U+2581 '▁', so a
+# literal '▁' in the text becomes the same piece as a space and decodes as a space.
+SPM_MARKER = "a\u2581b ▁▁c"
+
+
+@pytest.fixture(scope="module")
+def toks():
+    return {m: load_tokenizer(m) for m in BUNDLED}
+
+
+@pytest.fixture(scope="module")
+def raw():
+    """The `tokenizers` library's own tokenizer, read from each model's tokenizer.json."""
+    out = {}
+    for m in BUNDLED:
+        t = Tokenizer.from_file(str(prepare(m) / "tokenizer.json"))
+        t.no_padding()  # MiniLM's file pads and truncates to 128 for sentence embeddings
+        t.no_truncation()
+        out[m] = t
+    return out
+
+
+# --- the core ---------------------------------------------------------------------------------
+
+
+def test_schemes(toks):
+    assert T.byte_scheme(toks[SMOL]) == T.BYTE_LEVEL
+    assert T.byte_scheme(toks[GEMMA]) == T.BYTE_FALLBACK
+    assert T.byte_scheme(toks[MINILM]) == T.TEXT
+
+
+@pytest.mark.parametrize("model", BUNDLED)
+def test_ids_equal_the_tokenizers_library(model, toks, raw):
+    for name, text in {**HARD, "marker": SPM_MARKER}.items():
+        tk = T.tokenize(toks[model], text, model_id=model)
+        assert list(tk.ids) == raw[model].encode(text, add_special_tokens=True).ids, name
+        assert [t.id for t in tk.tokens] == list(tk.ids)
+        assert [t.piece for t in tk.tokens] == raw[model].encode(text, add_special_tokens=True).tokens, name
+        assert tk.complete
+
+
+@pytest.mark.parametrize("model", [SMOL, GEMMA])
+def test_decode_encode_round_trip(model, toks):
+    """Byte-level BPE and byte-fallback SentencePiece promise to give any text back."""
+    tok = toks[model]
+    for name, text in HARD.items():
+        tk = T.tokenize(tok, text, add_special_tokens=False)
+        assert T.decode(tok, list(tk.ids)).text == text if tk.ids else text == "", name
+    back = T.decode(tok, list(T.tokenize(tok, SPM_MARKER, add_special_tokens=False).ids)).text
+    if model == SMOL:
+        assert back == SPM_MARKER
+    else:  # documented above: '▁' is Gemma's space
+        assert back == SPM_MARKER.replace("\u2581", " ")
+
+
+def test_wordpiece_does_not_round_trip_and_says_why(toks):
+    """MiniLM's WordPiece lower-cases, strips accents, drops control characters, collapses
+    whitespace, separates punctuation and turns what its vocabulary lacks into [UNK]: decoding
+    gives the normalized text, not the text. What it does promise: each token's piece is the
+    normalized form of the characters its offsets point at."""
+    tok = toks[MINILM]
+    text = "Crème  Brûlée, naïve\tCAFÉ!"
+    tk = T.tokenize(tok, text, add_special_tokens=False)
+    assert T.decode(tok, list(tk.ids)).text == "creme brulee, naive cafe!"
+    assert T.decode(tok, list(tk.ids)).text != text
+    normalizer = tok.backend_tokenizer.normalizer
+    for name, text in HARD.items():
+        tk = T.tokenize(tok, text)
+        # tokens that share offsets come from one character (accent stripping splits Hangul into jamo)
+        groups: dict[tuple[int, int], list[str]] = {}
+        for t in tk.tokens:
+            if t.added or t.id == tok.unk_token_id or t.is_special:
+                continue
+            groups.setdefault((t.start, t.end), []).append(t.piece.removeprefix("##"))
+            assert t.bytes == text[t.start:t.end].encode()
+        for (s, e), pieces in groups.items():
+            assert normalizer.normalize_str(text[s:e]).strip() == "".join(pieces), (name, text[s:e], pieces)
+    assert not T.tokenize(tok, "Hi there").bytes_match_text  # the space is in no token
+
+
+@pytest.mark.parametrize("model", [SMOL, GEMMA])
+def test_bytes_put_together_are_the_text(model, toks):
+    for name, text in HARD.items():
+        tk = T.tokenize(toks[model], text)
+        joined = b"".join(t.bytes for t in tk.tokens if not t.added)
+        assert joined == text.encode("utf-8"), name
+        assert tk.bytes_match_text
+    if model == GEMMA:  # the literal '▁' comes back as a space byte, as decode shows
+        assert not T.tokenize(toks[model], SPM_MARKER).bytes_match_text
+
+
+@pytest.mark.parametrize("model", BUNDLED)
+def test_offsets_point_at_the_right_characters(model, toks):
+    for name, text in HARD.items():
+        tk = T.tokenize(toks[model], text)
+        for t in tk.tokens:
+            assert 0 <= t.start <= t.end <= len(text), (name, t)
+            assert t.text == text[t.start:t.end]
+            if t.added:
+                assert t.start == t.end and t.bytes == b"" and t.is_special
+                continue
+            if model == MINILM:
+                continue  # normalized pieces: see test_wordpiece_does_not_round_trip_and_says_why
+            if t.partial:  # part of a multi-byte character: its bytes sit inside the characters it covers
+                assert t.bytes in t.text.encode("utf-8"), (name, t)
+            else:
+                assert t.bytes.decode("utf-8") == t.text, (name, t)
+        starts = [t.start for t in tk.tokens if not t.added]
+        assert starts == sorted(starts)
+
+
+def test_an_emoji_split_over_byte_tokens_is_shown_honestly(toks):
+    text = "I 👨‍👩‍👧"
+    tk = T.tokenize(toks[SMOL], text)
+    partial = [t for t in tk.tokens if t.partial]
+    assert len(partial) >= 3
+    first = next(t for t in tk.tokens if t.bytes.endswith(b"\xf0\x9f"))
+    assert first.piece == "ĠðŁ" and first.text == " 👨" and first.hex == "20 F0 9F"
+    assert b"".join(t.bytes for t in tk.tokens) == text.encode()
+    # Gemma has whole pieces for these, or falls back to <0x..> bytes for rarer characters
+    g = T.tokenize(toks[GEMMA], "𓀀")
+    assert [t.piece for t in g.tokens if not t.added] == ["<0xF0>", "<0x93>", "<0x80>", "<0x80>"]
+    assert [t.hex for t in g.tokens if not t.added] == ["F0", "93", "80", "80"]
+
+
+def test_counts_and_context(toks):
+    text = "Hello world 👋"
+    tk = T.tokenize(toks[GEMMA], text, context_length=32_768)
+    assert tk.count == len(toks[GEMMA](text)["input_ids"])
+    assert tk.added_count == 1 and tk.tokens[0].piece == "<bos>"
+    assert tk.text_tokens == tk.count - 1
+    assert tk.chars == 13 and tk.n_bytes == 16
+    assert tk.chars_per_token == pytest.approx(13 / tk.text_tokens)
+    assert tk.context_fill == pytest.approx(tk.count / 32_768)
+    m = T.tokenize(toks[MINILM], text)
+    assert [t.piece for t in m.tokens if t.added] == ["[CLS]", "[SEP]"] and m.added_count == 2
+    # typed special tokens are parsed as special tokens, not as text
+    s = T.tokenize(toks[SMOL], "a<|im_end|>b")
+    assert [t.piece for t in s.tokens] == ["a", "<|im_end|>", "b"]
+    assert s.tokens[1].is_special and not s.tokens[1].added and s.tokens[1].text == "<|im_end|>"
+    assert s.special_count == 1 and s.added_count == 0
+
+
+def test_big_text_is_fast_or_refused(toks):
+    text = ("Tokenizers are fast. " * 50_000)[:1_000_000]  # a 1 MB paste
+    t0 = time.perf_counter()
+    tk = T.tokenize(toks[SMOL], text, detail_chars=10_000)
+    took = time.perf_counter() - t0
+    assert tk.count == len(toks[SMOL](text, verbose=False)["input_ids"]) > 200_000
+    assert not tk.complete and tk.tokens[-1].start < 10_000 <= tk.detail_chars + 25
+    assert took < 30, f"tokenizing 1 MB took {took:.1f} s"
+    with pytest.raises(InputError, match=r"2,097,153 bytes of UTF-8 .* limit is 2,097,152"):
+        T.tokenize(toks[SMOL], "a" * (T.MAX_TEXT_BYTES - 1) + "é")
+    with pytest.raises(InputError, match="lone surrogate"):
+        T.tokenize(toks[SMOL], "a\ud800b")
+
+
+def test_read_text_file():
+    assert T.read_text_file("héllo 👋".encode()) == "héllo 👋"
+    assert T.read_text_file(b"\xef\xbb\xbfBOM") == "BOM"
+    with pytest.raises(InputError, match=r"not valid UTF-8: byte 4 \(line 2\) is 0xE9"):
+        T.read_text_file("ab\ncaf".encode() [:4] + b"\xe9 latin-1", "notes.txt")
+    with pytest.raises(InputError, match="UTF-16"):
+        T.read_text_file("hi".encode("utf-16"))
+    with pytest.raises(InputError, match="limit"):
+        T.read_text_file(b"a" * (T.MAX_TEXT_BYTES + 1))
+
+
+def test_compare_lines_boundaries_up(toks):
+    text = "Hello 👨‍👩‍👧 naïve tokenizers!"
+    tks = [T.tokenize(toks[m], text, model_id=m) for m in BUNDLED]
+    c = T.compare(tks)
+    assert c.model_ids == tuple(BUNDLED) and c.complete
+    assert "".join(s.text for s in c.segments) == text
+    for s in c.segments:
+        for cut in s.cuts:
+            for t in cut:
+                assert s.start <= t.start and t.end <= s.end
+    assert sum(len(s.cuts[0]) for s in c.segments) == tks[0].text_tokens
+    family = next(s for s in c.segments if "👨" in s.text)
+    assert not family.agree and len(family.cuts[0]) > len(family.cuts[1])  # byte pieces vs whole emoji
+    hello = c.segments[0]
+    assert hello.text == "Hello" and hello.agree
+    assert 0 < c.differing < len(c.segments)
+    same = T.compare([tks[0], tks[0]])  # a tokenizer agrees with itself everywhere
+    assert same.differing == 0
+    with pytest.raises(InputError, match="different texts"):
+        T.compare([tks[0], T.tokenize(toks[SMOL], "other")])
+
+
+@pytest.mark.parametrize(
+    "messages, gen",
+    [
+        ([{"role": "user", "content": "What is 2+2?"}], True),
+        ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi 👋"}], True),
+        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! ¿Qué tal?"}], False),
+    ],
+)
+def test_chat_template_string_is_the_tokenizers(messages, gen, toks):
+    tok = toks[SMOL]
+    chat = T.render_chat(tok, messages, model_id=SMOL, add_generation_prompt=gen)
+    assert chat.has_template
+    assert chat.text == tok.apply_chat_template(messages, add_generation_prompt=gen, tokenize=False)
+    assert list(chat.tokenization.ids) == tok(chat.text, add_special_tokens=False)["input_ids"]
+    for t in chat.tokenization.specials:
+        assert chat.text[t.start:t.end] == t.piece
+    assert chat.end_of_turn == "<|im_end|>" and chat.end_of_sequence == "<|im_end|>"
+    assert [chat.text[s:e] for s, e in chat.content_spans] == [m["content"] for m in messages]
+    assert chat.template_tokens + chat.content_tokens == chat.tokenization.count
+    if messages[0]["role"] != "system":  # SmolLM2 then adds its own system prompt
+        assert "You are a helpful AI assistant named SmolLM" in chat.text
+
+
+def test_template_overhead_counts_what_the_template_adds(toks):
+    tok = toks[SMOL]
+    chat = T.render_chat(tok, [T.Message("user", "Hi")])
+    content = T.tokenize(tok, "Hi", add_special_tokens=False).count
+    assert chat.content_tokens == content == 1
+    assert chat.template_tokens == chat.tokenization.count - 1 > 20
+
+
+def test_model_without_chat_template_says_so(toks):
+    chat = T.render_chat(toks[GEMMA], [T.Message("system", "Be brief."), T.Message("user", "Hi there")], model_id=GEMMA)
+    assert not chat.has_template and chat.text == "Hi there"
+    assert "no chat template" in chat.note and "system" in chat.note
+    assert chat.tokenization.tokens[0].piece == "<bos>" and chat.template_tokens == 1
+    assert chat.end_of_sequence == "<eos>" and chat.end_of_turn is None
+    with pytest.raises(InputError, match="role 'robot'"):
+        T.render_chat(toks[SMOL], [{"role": "robot", "content": "x"}])
+    with pytest.raises(InputError, match="No messages"):
+        T.render_chat(toks[SMOL], [])
+
+
+def test_decode_names_bad_ids(toks):
+    tok = toks[SMOL]
+    ids = list(T.tokenize(tok, "Hello 👋", add_special_tokens=False).ids)
+    d = T.decode(tok, ", ".join(map(str, ids)))
+    assert d.text == "Hello 👋" and d.ids == tuple(ids)
+    assert T.decode(tok, f"[{ids[0]} {ids[1]}]").ids == tuple(ids[:2])
+    assert T.decode(tok, [1]).special == (True,)
+    with pytest.raises(InputError, match=r"outside the vocabulary of x \(0 to 49,151\): 49,152, -3"):
+        T.decode(tok, [5, 49_152, 7, -3], model_id="x")
+    with pytest.raises(InputError, match=r"Not integer ids: 'abc', '1.5'"):
+        T.decode(tok, "1, abc, 1.5")
+    with pytest.raises(InputError, match="No ids"):
+        T.decode(tok, " , ")
+    with pytest.raises(InputError, match="0 to 262,143"):
+        T.decode(load_tokenizer(GEMMA), [262_144])
