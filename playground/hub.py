@@ -37,6 +37,11 @@ ALLOW_PATTERNS = [
     "*.jinja",
 ]
 Progress = Callable[[float, str], None]
+# Bytes per parameter of the dtypes the Hub reports in a repo's safetensors metadata.
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+               "F8_E4M3": 1, "F8_E5M2": 1, "BOOL": 1}
+# What a search asks the Hub to return for each result (without it the Hub omits sizes and gating).
+SEARCH_FIELDS = ["downloads", "likes", "pipeline_tag", "library_name", "tags", "gated", "safetensors", "cardData"]
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,22 @@ class HubModel:
     license: str | None
     gated: bool
     parameters: int | None
-    safetensors_bytes: int  # 0 when the repo has no safetensors
+    safetensors_bytes: int  # 0 when the repo has no safetensors (or file sizes were not asked for)
     library: str | None
+    dtype_parameters: tuple[tuple[str, int], ...] = ()  # ("BF16", 134_515_008), from the safetensors metadata
 
     @property
     def has_safetensors(self) -> bool:
         return self.safetensors_bytes > 0
+
+    @property
+    def weights_bytes(self) -> int | None:
+        """Size of the weights: the safetensors files when known, else parameters x bytes of their dtype."""
+        if self.safetensors_bytes:
+            return self.safetensors_bytes
+        if self.dtype_parameters:
+            return int(sum(n * DTYPE_BYTES.get(d.upper(), 4) for d, n in self.dtype_parameters))
+        return None
 
 
 def is_offline() -> bool:
@@ -142,8 +157,10 @@ def _to_hub_model(info) -> HubModel:
     siblings = info.siblings or []
     st_bytes = sum((s.size or 0) for s in siblings if s.rfilename.endswith(".safetensors"))
     params = None
+    by_dtype: tuple[tuple[str, int], ...] = ()
     if getattr(info, "safetensors", None) is not None:
         params = getattr(info.safetensors, "total", None)
+        by_dtype = tuple(sorted((str(k), int(v)) for k, v in (getattr(info.safetensors, "parameters", None) or {}).items()))
     card = getattr(info, "card_data", None) or getattr(info, "cardData", None)
     lic = None
     if card is not None:
@@ -162,6 +179,7 @@ def _to_hub_model(info) -> HubModel:
         parameters=params,
         safetensors_bytes=st_bytes,
         library=getattr(info, "library_name", None),
+        dtype_parameters=by_dtype,
     )
 
 
@@ -173,7 +191,8 @@ def search(query: str, sort: str = "downloads", limit: int = 20) -> list[HubMode
         raise ValueError(f"sort must be 'downloads' or 'likes', not {sort!r}")
     try:
         check_reachable()
-        found = _api().list_models(search=query or None, pipeline_tag="text-generation", sort=sort, limit=limit)
+        found = _api().list_models(search=query or None, pipeline_tag="text-generation", sort=sort, limit=limit,
+                                   expand=SEARCH_FIELDS)
         return [_to_hub_model(m) for m in found]
     except Exception as exc:  # noqa: BLE001 - translated for the page
         raise translate(exc, query or "search") from exc
@@ -221,10 +240,28 @@ def check_fits(info: HubModel) -> None:
         )
 
 
+def _byte_bar(on_bytes: Callable[[int], None]):
+    """A tqdm class for hf_hub_download that hands the bytes received so far to `on_bytes`, drawing nothing."""
+    from tqdm import tqdm as base
+
+    class _Bar(base):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self.received = int(kwargs.get("initial") or 0)
+
+        def update(self, n=1):
+            self.received += int(n or 0)
+            on_bytes(self.received)
+
+    return _Bar
+
+
 def download(repo: str, progress: Progress | None = None) -> Path:
     """Config, tokenizer and safetensors of `repo` into HF_HOME; the local snapshot folder.
 
     Checks the size against free memory first. With HF_HUB_OFFLINE, only the cache is used.
+    `progress(fraction, message)` is called as bytes arrive: fractions only grow and end at 1.0.
     """
     report = progress or (lambda f, m: None)
     try:
@@ -233,15 +270,33 @@ def download(repo: str, progress: Progress | None = None) -> Path:
         info = model_info(repo)
         check_fits(info)
         report(0.0, f"downloading {info.safetensors_bytes / 2**20:,.1f} MiB of safetensors")
-        files = [f for f in _api().list_repo_files(repo) if any(Path(f).match(p) for p in ALLOW_PATTERNS)]
-        if not files:
+        entries = [
+            (e.path, int(getattr(e, "size", 0) or 0))
+            for e in _api().list_repo_tree(repo, recursive=True)
+            if hasattr(e, "size") and any(Path(e.path).match(p) for p in ALLOW_PATTERNS)
+        ]
+        if not entries:
             raise NoSafetensorsError(f"{repo} has no config, tokenizer or safetensors files.")
+        total = sum(size for _, size in entries) or 1
+        done = 0
+        shown = [0.0]
         folder: Path | None = None
-        for i, name in enumerate(files):
+        for i, (name, size) in enumerate(entries):
+            label = f"{name} ({i + 1}/{len(entries)})"
+
+            def on_bytes(received: int, done=done, size=size, label=label) -> None:
+                fraction = (done + min(received, size)) / total
+                if fraction - shown[0] >= 0.005:  # a bar redraw per half percent at most
+                    shown[0] = fraction
+                    report(fraction, f"{label}: {min(received, size) / 2**20:,.1f} of {size / 2**20:,.1f} MiB")
+
             local = Path(hfh.hf_hub_download(repo, name, endpoint=endpoint(), cache_dir=cache_dir(),
-                                              token=os.environ.get("HF_TOKEN") or None))
+                                              token=os.environ.get("HF_TOKEN") or None,
+                                              tqdm_class=_byte_bar(on_bytes)))
             folder = local.parents[len(Path(name).parts) - 1]
-            report((i + 1) / len(files), f"{name} ({i + 1}/{len(files)})")
+            done += size
+            shown[0] = max(shown[0], done / total)
+            report(done / total, label)
         return folder
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, repo) from exc
@@ -272,3 +327,25 @@ def cached_hub_models() -> list[str]:
         if "config.json" in names and any(n.endswith(".safetensors") for n in names):
             out.append(repo.repo_id)
     return sorted(out)
+
+
+@dataclass(frozen=True)
+class HubStatus:
+    """Whether the Hub can be searched right now, and if not, why, in words."""
+
+    endpoint: str
+    reachable: bool
+    offline: bool
+    message: str
+
+
+def status() -> HubStatus:
+    """Check the endpoint once (fast: a TCP connect, remembered 30 s); never raises."""
+    if is_offline():
+        return HubStatus(endpoint(), False, True,
+                         "HF_HUB_OFFLINE is set, so the Hub is not contacted. Models already downloaded still work.")
+    try:
+        check_reachable()
+    except PlaygroundError as exc:
+        return HubStatus(endpoint(), False, False, str(exc))
+    return HubStatus(endpoint(), True, False, f"Connected to {endpoint()}.")
