@@ -291,3 +291,155 @@ def test_decode_names_bad_ids(toks):
         T.decode(tok, " , ")
     with pytest.raises(InputError, match="0 to 262,143"):
         T.decode(load_tokenizer(GEMMA), [262_144])
+
+
+# --- the page (AppTest) -----------------------------------------------------------------------
+
+PAGE = "views/tokens.py"
+
+
+def metric(at, label: str) -> str:
+    found = [m.value for m in at.main.metric if m.label == label]
+    assert found, f"no metric {label!r}; metrics: {[m.label for m in at.main.metric]}"
+    return found[0]
+
+
+def spans_html(at) -> str:
+    return "".join(h.proto.body for h in at.main.get("html"))
+
+
+def count(toks, model: str, text: str) -> str:
+    return f"{T.tokenize(toks[model], text).count:,}"
+
+
+def test_page_main_flow(toks):
+    at = app_test(PAGE)
+    assert not at.exception
+    DEFAULT_TEXT = at.text_area(key="tokens_text").value
+    # first load: the sidebar's model and the default text, whose counts differ across tokenizers
+    assert at.selectbox(key="tokens_model").value == SMOL
+    assert metric(at, "Tokens") == count(toks, SMOL, DEFAULT_TEXT)
+    assert metric(at, "Characters") == f"{len(DEFAULT_TEXT):,}"
+    assert metric(at, "Bytes") == f"{len(DEFAULT_TEXT.encode()):,}"
+    assert len({count(toks, m, DEFAULT_TEXT) for m in BUNDLED}) == 3
+    assert "Context window: " in texts(at) or any("Context window" in str(p.proto.text) for p in at.main.get("progress"))
+    assert spans_html(at).count('<span class="t') == T.tokenize(toks[SMOL], DEFAULT_TEXT).count
+
+    at.text_area(key="tokens_text").set_value("Hello 👋 <b>world</b>").run()
+    assert not at.exception
+    assert metric(at, "Tokens") == count(toks, SMOL, "Hello 👋 <b>world</b>")
+    body = spans_html(at)
+    assert "&lt;" in body and "<b>" not in body  # escaped, never markup
+    assert '<span class="hx">F0 9F</span>' in body  # the emoji's first bytes, shown honestly
+    assert at.query_params["text"] in ("Hello 👋 <b>world</b>", ["Hello 👋 <b>world</b>"])
+
+    at.toggle(key="tokens_ids").set_value(True).run()
+    first = T.tokenize(toks[SMOL], "Hello 👋 <b>world</b>").ids[0]
+    assert f'<span class="id">{first}</span>' in spans_html(at)
+    at.toggle(key="tokens_ids").set_value(False).run()
+    at.toggle(key="tokens_whitespace").set_value(True).run()
+    assert '<span class="mk">·</span>' in spans_html(at)
+
+    at.selectbox(key="tokens_model").set_value(GEMMA).run()
+    assert not at.exception
+    assert metric(at, "Tokens") == count(toks, GEMMA, "Hello 👋 <b>world</b>")
+    assert "&lt;bos&gt;" in spans_html(at)
+    at.toggle(key="tokens_special").set_value(False).run()
+    assert "&lt;bos&gt;" not in spans_html(at)
+    assert metric(at, "Tokens") == count(toks, GEMMA, "Hello 👋 <b>world</b>")  # still counted
+    assert at.query_params["tokenizer"] in (GEMMA, [GEMMA]) and at.query_params["special"] in ("false", ["false"])
+
+    # side by side: each tokenizer's count, and the stretches cut differently
+    at.session_state["tokens_view"] = "Side by side"
+    at.run()
+    assert not at.exception
+    for m in BUNDLED:
+        labels = {mm.label: mm.value for mm in at.main.metric}
+        from components.tokens import model_label
+        assert labels[model_label(m)] == f"{count(toks, m, 'Hello 👋 <b>world</b>')} tokens"
+    assert "stretches are cut differently" in texts(at)
+    assert "seg diff" in spans_html(at)
+
+    # chat template: SmolLM2's exact string; Gemma says it has none
+    at.selectbox(key="tokens_model").set_value(SMOL)
+    at.session_state["tokens_view"] = "Chat template"
+    at.run()
+    assert not at.exception
+    user = at.text_area(key="tokens_chat_user").value
+    expected = toks[SMOL].apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False)
+    assert at.main.code[0].value == expected
+    assert metric(at, "Prompt tokens") == f"{len(toks[SMOL](expected, add_special_tokens=False)['input_ids']):,}"
+    assert "End of turn: `<|im_end|>`" in texts(at)
+    at.text_area(key="tokens_chat_system").set_value("Be brief.").run()
+    assert "You are a helpful AI assistant" not in at.main.code[0].value and "Be brief." in at.main.code[0].value
+    at.selectbox(key="tokens_model").set_value(GEMMA).run()
+    assert any("no chat template" in i.value for i in at.main.info)
+    assert at.main.code[0].value == user
+
+    # decode: ids back to text, and an error naming ids outside the vocabulary
+    at.session_state["tokens_view"] = "Decode ids"
+    at.run()
+    at.text_input(key="tokens_decode_ids").set_value("9259, 300000, -1").run()
+    assert not at.exception
+    assert any("300,000" in e.value and "-1" in e.value for e in at.main.error)
+    ids = ", ".join(map(str, T.tokenize(toks[GEMMA], "Bonjour 👋", add_special_tokens=False).ids))
+    at.text_input(key="tokens_decode_ids").set_value(ids).run()
+    assert at.main.code[0].value == "Bonjour 👋"
+
+
+def test_page_bad_input_and_links(toks):
+    at = app_test(PAGE, query={"tokenizer": MINILM, "text": "Hello World", "ids": "true"})
+    assert not at.exception
+    assert at.selectbox(key="tokens_model").value == MINILM  # the link reproduces the view
+    assert at.text_area(key="tokens_text").value == "Hello World"
+    assert metric(at, "Tokens") == count(toks, MINILM, "Hello World") == "4"
+    assert '<span class="id">101</span>' in spans_html(at)
+
+    # a file that is not UTF-8: a clear message, and the text is kept
+    at.file_uploader(key="tokens_upload").set_value(("latin1.txt", "café".encode("latin-1"), "text/plain")).run()
+    assert not at.exception
+    assert any("latin1.txt is not valid UTF-8" in e.value and "0xE9" in e.value for e in at.main.error)
+    assert at.text_area(key="tokens_text").value == "Hello World"
+    at.file_uploader(key="tokens_upload").set_value(("notes.txt", "naïve 👋\n".encode(), "text/plain")).run()
+    assert at.text_area(key="tokens_text").value == "naïve 👋\n"
+    assert metric(at, "Tokens") == count(toks, MINILM, "naïve 👋\n")
+
+    # empty text, then a text over the limit: an answer or a clear message, never a traceback
+    at.text_area(key="tokens_text").set_value("").run()
+    assert not at.exception and metric(at, "Tokens") == "2"  # [CLS] [SEP]
+    big = "x" * (T.MAX_TEXT_BYTES + 10)
+    at.text_area(key="tokens_text").set_value(big).run()
+    assert not at.exception
+    assert any("limit is 2,097,152 bytes" in e.value for e in at.main.error)
+    assert at.text_area(key="tokens_text").value == big  # nothing lost
+    assert "text" not in at.query_params  # too long for a link
+
+
+# --- the page in Chromium -----------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_tokens_page_in_chromium(app_url, page, toks):
+    page.set_viewport_size({"width": 1400, "height": 1800})
+    page.goto(f"{app_url}/tokens")
+    page.get_by_role("heading", name="Tokenization").wait_for()
+    page.get_by_text("Characters per token").first.wait_for()
+    wait_idle(page)
+    tokens_metric = page.locator('[data-testid="stMetric"]').filter(has_text="Tokens").first
+    shown = tokens_metric.locator('[data-testid="stMetricValue"]').inner_text()
+    text = page.locator("textarea").first.input_value()
+    assert shown == f"{T.tokenize(toks[SMOL], text).count:,}"
+    spans = page.locator(".tkv .t")
+    assert spans.count() == int(shown.replace(",", ""))
+    split = page.locator(".tkv .t.pt").first  # part of a multi-byte character, with its bytes on hover
+    assert "part of a multi-byte character" in split.get_attribute("title")
+    assert "bytes (" in split.get_attribute("title")
+    screenshot(page, "tokens")
+
+    page.get_by_role("tab", name="Side by side").click()
+    page.get_by_text("stretches are cut differently").first.wait_for()
+    page.locator(".tkv .seg.diff").first.wait_for()  # stretches cut differently, outlined
+    wait_idle(page)
+    for m in BUNDLED:
+        assert page.locator('[data-testid="stMetric"]').filter(has_text=f"{T.tokenize(toks[m], text).count:,} tokens").count() >= 1
+    screenshot(page, "tokens-compare")
