@@ -48,3 +48,18 @@ def any_model(model_id: str, _progress=None) -> LoadedModel:
 
     spec = get_model(model_id)
     return causal_lm(model_id, _progress) if spec.can_generate else encoder(model_id, _progress)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _experiment_store(path: str):
+    from playground.experiments import ExperimentStore
+
+    return ExperimentStore(path)
+
+
+def experiment_store():
+    """The experiments database (SQLite under data_root()). The store keeps no open connection
+    (each call opens its own), so one object serves every session safely."""
+    from playground.paths import data_root
+
+    return _experiment_store(str(data_root() / "experiments.sqlite3"))

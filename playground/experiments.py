@@ -46,7 +46,6 @@ import math
 import re
 import sqlite3
 import string
-import threading
 import time
 import uuid
 from collections import Counter
@@ -1187,8 +1186,9 @@ class ExperimentInfo:
 class ExperimentStore:
     """Experiments in an SQLite file (default: data_root()/experiments.sqlite3).
 
-    Each call opens its own short connection, so one store can be shared by threads and
-    sessions; SQLite serialises the writes. Nothing is cached in the object.
+    Each call opens its own short connection (and makes sure the tables exist), so one store
+    can be shared by threads and sessions; SQLite serialises the writes. Nothing is cached in
+    the object.
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
@@ -1198,10 +1198,8 @@ class ExperimentStore:
             path = data_root() / "experiments.sqlite3"
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._init_lock = threading.Lock()
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -1212,6 +1210,7 @@ class ExperimentStore:
         try:
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA foreign_keys=ON")
+            con.executescript(SCHEMA)  # IF NOT EXISTS: a new or deleted file gets its tables back
             with con:  # a transaction: committed on success, rolled back on error
                 yield con
         except sqlite3.DatabaseError as exc:

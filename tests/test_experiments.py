@@ -391,3 +391,124 @@ def test_model_judge_on_smollm2_gives_structured_verdicts(real_run, smollm2):
         assert raw.choice in ("1", "2", "tie") and raw.text.strip() and raw.reason
     assert v.outcome in ("x", "y", "tie") and v.judge_model == SMOL
     assert store.load(exp.id).verdicts[(0, ex.pair_key(x, y), SMOL)].first == v.first
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+PAGE = "views/prompt_ab.py"
+
+
+def _shown(at) -> str:
+    from tests.conftest import texts
+
+    return texts(at)
+
+
+@pytest.fixture
+def own_data(tmp_path, monkeypatch):
+    """A database of this test's own (the page's store follows PLAYGROUND_DATA)."""
+    monkeypatch.setenv("PLAYGROUND_DATA", str(tmp_path))
+    return tmp_path
+
+
+def test_page_bad_input_gets_clear_messages_without_running_anything(own_data):
+    from tests.conftest import app_test
+
+    at = app_test(PAGE, timeout=300)
+    assert not at.exception and not at.error
+    assert at.title[0].value == "Prompt A/B"
+    assert at.text_area(key="ab_tpl_0").value.endswith("Question: {question}")
+    assert "Press **Run** to fill the grid" in _shown(at)
+    assert "Question: What is the capital of France?" in _shown(at)  # the preview, before any model runs
+    # a jinja2 template that reaches for Python internals
+    at.selectbox(key="ab_fmt_1").set_value("jinja2")
+    at.text_area(key="ab_tpl_1").set_value("{{ ''.__class__.__mro__ }} {{ question }}").run()
+    assert any("tries to reach Python internals" in e.value for e in at.error)
+    at.button(key="ab_run").click().run()
+    assert not at.exception
+    assert any("Fix the template error(s) first" in e.value for e in at.error)
+    # two variables, pasted without a header: which columns the lines are is unknown
+    at.text_area(key="ab_tpl_1").set_value("{{ question }} (context: {{ context }})").run()
+    assert at.session_state["ab_cols"] == ["question", "context", "reference"]
+    at.text_area(key="ab_paste").set_value("why?\nhow?")
+    at.button(key="ab_paste_use").click().run()
+    assert any("paste a table whose first line names the columns" in e.value for e in at.error)
+    # a CSV saved in Windows-1252
+    at.file_uploader(key="ab_upload").set_value(("cafe.csv", "question,context\nCafé?,au lait\n".encode("cp1252"),
+                                                 "text/csv")).run()
+    assert any("cafe.csv is not UTF-8 text" in e.value for e in at.error)
+    # thousands of rows
+    big = "question,context\n" + "".join(f"q{i},c{i}\n" for i in range(3000))
+    at.file_uploader(key="ab_upload").set_value(("big.csv", big.encode(), "text/csv")).run()
+    assert any("has 3,000 rows; an experiment holds at most 1,000" in e.value for e in at.error)
+    # a good file, with an unused column and a reference column
+    good = "question,context,answer,id\nWhy is the sea salty?,rivers,minerals,1\n"
+    at.file_uploader(key="ab_upload").set_value(("good.csv", good.encode(), "text/csv")).run()
+    assert at.selectbox(key="ab_upload_ref").value == "answer"
+    at.button(key="ab_upload_use").click().run()
+    assert any("'id' are used by no template and are hidden" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["question", "context", "reference"] and table.iloc[0]["reference"] == "minerals"
+    assert not at.exception
+
+
+def test_page_end_to_end_run_vote_save_reopen_rerun(own_data):
+    from tests.conftest import app_test
+
+    at = app_test(PAGE, timeout=600)
+    at.text_input(key="ab_name").set_value("page e2e")
+    at.text_area(key="ab_paste").set_value(
+        "question\treference\nWhat is the capital of Italy?\tRome\nWhat is 2 + 2?\t4\nName a primary colour.\tred")
+    at.button(key="ab_paste_use").click().run()
+    assert at.dataframe[0].value["question"].tolist()[1] == "What is 2 + 2?"
+    at.slider(key="ab_max_tokens").set_value(8)
+    at.button(key="ab_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Generated 6 output(s)" in s.value for s in at.success), _shown(at)
+    exp_id = at.session_state["ab_exp"]
+    assert at.query_params["exp"] in (exp_id, [exp_id])
+    saved = ExperimentStore().load(exp_id)  # the page's database (PLAYGROUND_DATA)
+    assert saved.name == "page e2e" and len(saved.cells) == 6 and all(c.ok for c in saved.cells.values())
+    grid = next(d.value for d in at.dataframe if "A" in d.value.columns and "B" in d.value.columns)
+    assert grid["question"].tolist()[0] == "What is the capital of Italy?"
+    assert grid["A"].tolist() == [saved.cells[(i, "A", SMOL)].output for i in range(3)]
+    assert "Against the reference: exact match" in _shown(at)
+
+    # vote (blind by default): the vote lands on the arm shown as A on the first row, and moves on
+    row = at.session_state["ab_vote_row"]
+    shown_a, _ = ex.shown_pair(saved, row, *saved.arms, blind=True)
+    at.button(key="ab_vote_A").click().run()
+    assert not at.exception
+    votes = ExperimentStore().load(exp_id).votes
+    assert len(votes) == 1 and next(iter(votes.values())).winner == shown_a
+    assert at.session_state["ab_vote_row"] != row
+    assert "Voted on 1 of 3 rows" in "\n".join(p.proto.text for p in at.get("progress"))
+
+    # rename and save: same experiment, no new outputs
+    at.text_input(key="ab_name").set_value("page e2e (saved)")
+    at.button(key="ab_save").click().run()
+    assert ExperimentStore().load(exp_id).name == "page e2e (saved)"
+
+    # reopen from a link, in a new session: everything is back
+    again = app_test(PAGE, query={"exp": exp_id}, timeout=600)
+    assert not again.exception
+    assert again.text_input(key="ab_name").value == "page e2e (saved)"
+    assert again.slider(key="ab_max_tokens").value == 8
+    assert again.dataframe[0].value["reference"].tolist() == ["Rome", "4", "red"]
+    assert "6 outputs saved" in _shown(again)
+    assert "Voted on 1 of 3 rows" in "\n".join(p.proto.text for p in again.get("progress"))
+
+    # rerun after editing template B: a new experiment, A's outputs reused, B regenerated
+    again.text_area(key="ab_sys_1").set_value("Answer with one word.")
+    again.button(key="ab_run").click().run()
+    assert not again.exception
+    assert any("rerun of" in s.value and "3 unchanged output(s) reused" in s.value for s in again.success), _shown(again)
+    child = ExperimentStore().load(again.session_state["ab_exp"])
+    assert child.parent_id == exp_id and len(child.cells) == 6 and child.variants[1].system == "Answer with one word."
+
+    # and the first one is still in the list, to open again
+    fresh = app_test(PAGE, timeout=300)
+    fresh.selectbox(key="ab_open_pick").set_value(exp_id)
+    fresh.button(key="ab_open").click().run()
+    assert fresh.text_input(key="ab_name").value == "page e2e (saved)"
+    assert fresh.session_state["ab_exp"] == exp_id
