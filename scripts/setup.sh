@@ -12,11 +12,13 @@ PY=${PYTHON:-python3}
 say() { printf '\033[1;35m[setup]\033[0m %s\n' "$*"; }
 
 # --- system packages -------------------------------------------------------------
-if [[ $DEV == 1 ]] && ! [[ -x /usr/bin/chromium ]]; then
-  say "installing Chromium for the browser tests (apt)"
+# Chromium for the browser tests, and fonts so its screenshots show emoji and CJK text.
+if [[ $DEV == 1 ]] && ! { [[ -x /usr/bin/chromium ]] && dpkg -s fonts-noto-color-emoji fonts-noto-cjk >/dev/null 2>&1; }; then
+  say "installing Chromium and fonts for the browser tests (apt)"
   SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver \
+    fonts-noto-color-emoji fonts-noto-cjk >/dev/null
 fi
 
 # --- the venv ----------------------------------------------------------------------
