@@ -16,8 +16,9 @@ Given `AttentionMaps` (playground.inspect: weights (layers, heads, T, T), rows s
   token) per head and per layer. The mean over heads of each layer is `thumbnails(...).layer_means`
   for the overview and `head_map(maps, layer, None)` at full size.
 - `token_attention(maps, i, head)`: what token i attends to, in every layer (layers, T).
-- `encode(lm, text)` / `run(lm, text)`: the text's token ids, checked against the model's
-  context (a clear message past it), and the maps.
+- `strongest_link(maps, i)`: the head where token i draws most on one other word (the page opens there).
+- `encode(lm, text)` / `run(lm, text)` / `analyse(lm, text)`: the text's token ids, checked
+  against the model's context (a clear message past it), the maps, and all of the above.
 
 What it leaves out: running the model (playground.inspect) and drawing (components.attention).
 
@@ -293,6 +294,60 @@ def find_token(maps: AttentionMaps, word: str) -> int | None:
     labels = maps.labels or maps.tokens
     hits = [i for i, lab in enumerate(labels) if lab.strip().lower() == want]
     return hits[0] if hits else None
+
+
+@dataclass(frozen=True)
+class Link:
+    """One strong edge of one map: in (layer, head), token `query` puts `weight` on token `key`."""
+
+    layer: int
+    head: int
+    query: int
+    key: int
+    weight: float
+
+
+def strongest_link(maps: AttentionMaps, index: int) -> Link | None:
+    """The (layer, head) where token `index` draws most on one token that is not the first, itself,
+    or a neighbour (nor, in an encoder, the last: BERT's [SEP]). Sinks and previous-token heads are
+    everywhere; this finds a head that links words, e.g. ' it' to ' animal'. None if no token qualifies."""
+    _check_token(maps, index)
+    w = maps.weights[:, :, index].float().clone()  # (layers, heads, T)
+    banned = {0, index, index - 1, index + 1}
+    if not maps.is_causal:
+        banned.add(maps.num_tokens - 1)
+    for j in banned:
+        if 0 <= j < maps.num_tokens:
+            w[:, :, j] = -1.0
+    best = int(torch.argmax(w))
+    t, h = maps.num_tokens, maps.num_heads
+    layer, rest = divmod(best, h * t)
+    head, key = divmod(rest, t)
+    weight = float(w[layer, head, key])
+    if weight < 0:
+        return None
+    return Link(layer=layer, head=head, query=index, key=key, weight=weight)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the page draws from one forward pass; the views only slice it."""
+
+    text: str
+    maps: AttentionMaps
+    summary: AttentionSummary
+    thumbs: Thumbnails
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(model id, text): what the forward pass depends on."""
+        return self.maps.model_id, self.text
+
+
+def analyse(lm: LoadedModel, text: str, cells: int = 24) -> Analysis:
+    """One forward pass over `text`, then the summaries and the overview thumbnails."""
+    maps = run(lm, text)
+    return Analysis(text=text, maps=maps, summary=summarize(maps), thumbs=thumbnails(maps, cells))
 
 
 # --- words for the page -----------------------------------------------------------------------
