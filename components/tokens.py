@@ -133,7 +133,10 @@ def title_text(token: Token) -> str:
         f"bytes ({len(token.bytes)}): {token.hex or '—'}",
     ]
     if token.partial:
-        chars = ", ".join(f"{c} {char_name(c)}" for c in dict.fromkeys(token.text) if len(c.encode()) > 1)
+        chars = ", ".join(
+            f"{c} {char_name(c)}" if c.isprintable() and not unicodedata.category(c).startswith("M") else char_name(c)
+            for c in dict.fromkeys(token.text) if len(c.encode()) > 1
+        )
         lines.append(f"part of a multi-byte character: {chars}")
     if token.is_special:
         lines.append("special token")

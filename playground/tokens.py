@@ -48,6 +48,7 @@ TEXT: ByteScheme = "text"
 
 MAX_TEXT_BYTES = 2 * 1024 * 1024  # 2 MiB of UTF-8: tokenized in about 1-3 s on 2 CPU cores
 MAX_IDS = 100_000  # ids accepted by `decode`
+MAX_CHAT_CHARS = 200_000  # characters of all messages together: a chat prompt is detailed whole
 ROLES = ("system", "user", "assistant")
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -488,6 +489,12 @@ def _messages(messages: Sequence[Message | dict]) -> list[Message]:
         out.append(Message(role, content))
     if not out:
         raise InputError("No messages: write at least a user message.")
+    total = sum(len(m.content) for m in out)
+    if total > MAX_CHAT_CHARS:
+        raise InputError(
+            f"The messages are {total:,} characters together; the limit is {MAX_CHAT_CHARS:,}. "
+            "Tokenize long texts in the Tokens view; keep chat messages short."
+        )
     check_text("".join(m.content for m in out), "The messages")
     return out
 

@@ -9,6 +9,7 @@ import streamlit as st
 from components import cache, state
 from components import tokens as view
 from components.models import require_tokenizer
+from playground import loading
 from playground import tokens as core
 from playground.errors import PlaygroundError, describe
 from playground.registry import DEFAULT_EMBEDDER, DEFAULT_BASE_MODEL, DEFAULT_CHAT_MODEL, get_model, list_models, split_variant
@@ -19,6 +20,7 @@ class K:
     text = "tokens_text"
     upload = "tokens_upload"
     upload_message = "tokens_upload_message"
+    sidebar_seen = "tokens_sidebar_seen"  # the sidebar pick this page last followed
     whitespace = "tokens_whitespace"
     special = "tokens_special"
     ids = "tokens_ids"
@@ -96,6 +98,9 @@ state.init(
      K.view: TABS[0], K.system: "", K.user: DEFAULT_USER, K.assistant: "", K.generation: True},
     {**URL, K.text: "text"},
 )
+if st.session_state.get(K.sidebar_seen, sidebar_pick) != sidebar_pick:
+    st.session_state[K.model] = sidebar_pick  # a new pick in the sidebar: follow it
+st.session_state[K.sidebar_seen] = sidebar_pick
 if K.compare not in st.session_state:
     wanted = [m for m in st.query_params.get("vs", "").split(",") if m]
     st.session_state[K.compare] = [m for m in wanted if m in options] or [DEFAULT_CHAT_MODEL, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER]
@@ -143,6 +148,10 @@ top[2].toggle("Special tokens", key=K.special, help="The special tokens the toke
 top[3].toggle("Ids, not text", key=K.ids, help="Each token as the number the model receives.")
 
 model_id = st.session_state[K.model]
+if get_model(model_id).source == "hub" and loading.local_folder(model_id) is None:
+    st.info(f"{model_id} is not downloaded yet. Download it from the sidebar (pick it there), "
+            "or pick a bundled tokenizer here.")
+    st.stop()
 tokenizer = require_tokenizer(model_id)
 
 st.text_area("Text", key=K.text, height=170, help=f"Up to {core.MAX_TEXT_BYTES // 2**20} MiB of UTF-8.")
