@@ -63,3 +63,13 @@ def experiment_store():
     from playground.paths import data_root
 
     return _experiment_store(str(data_root() / "experiments.sqlite3"))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def tokenization(model_id: str, text: str, detail_chars: int | None = None, context_length: int | None = None):
+    """`playground.tokens.tokenize` of a text through a model's tokenizer, kept so that toggling a
+    view redraws a long text without tokenizing it again. Errors (InputError) are not cached."""
+    from playground import tokens
+
+    return tokens.tokenize(tokenizer(model_id), text, model_id=model_id, detail_chars=detail_chars,
+                           context_length=context_length)
