@@ -151,7 +151,7 @@ def entropy(p: torch.Tensor) -> float:
     """Shannon entropy in bits of one probability vector (V,)."""
     p = p.double()
     nz = p[p > 0]
-    return float(-(nz * torch.log2(nz)).sum())
+    return max(0.0, float(-(nz * torch.log2(nz)).sum()))  # never -0.0
 
 
 def draw(logits: torch.Tensor, s: SamplingSettings, generator: torch.Generator | None = None) -> int:
@@ -187,7 +187,8 @@ class Shaped:
     @property
     def kept_mass(self) -> float:
         """The mass the survivors held after temperature, before renormalising (1.0 when none is dropped)."""
-        return float(self.scaled.double()[self.kept].sum())
+        scaled = self.scaled.double()  # over the float32 sum, so that keeping all is exactly 1
+        return float(scaled[self.kept].sum() / scaled.sum())
 
     @property
     def entropy_bits(self) -> float:

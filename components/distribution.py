@@ -1,0 +1,183 @@
+"""Figures for the next-token page: the top-N bar chart, temperatures side by side, the walk, the sweep.
+
+Each function takes a result from `playground.stepping` (`NextTokenView`, `Walk`, `Sweep`)
+and returns a plotly figure or an HTML string; none runs a model or does sampling math.
+"""
+
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from playground.stepping import NextTokenView, Sweep, Walk
+
+KEPT = "#6c4cf5"  # the theme's primary colour
+DROPPED = "#c9c9d1"
+BEFORE = "#1c1b22"
+HOW_COLOURS = {"sampled": "#6c4cf5", "greedy": "#2a9d8f", "picked": "#e76f51"}
+PROB_SCALE = "RdYlGn"  # red: the model thought it unlikely; green: likely
+
+
+def visible(text: str) -> str:
+    """A token with its whitespace made visible: ' the' -> '␣the', '\\n' -> '↵'."""
+    if text == "":
+        return "∅"
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
+
+
+def pct(p: float) -> str:
+    if p == 0:
+        return "0%"
+    if p < 0.001:
+        return f"{p:.1e}"
+    return f"{100 * p:.1f}%"
+
+
+def _labels(v: NextTokenView) -> list[str]:
+    # the rank keeps labels unique when two tokens look alike
+    return [f"{visible(r.text)}  #{r.rank}" for r in v.rows]
+
+
+def _bar_traces(v: NextTokenView, show_legend: bool = True) -> list[go.BaseTraceType]:
+    labels = _labels(v)
+    x = [r.p_after if r.kept else r.p_before for r in v.rows]
+    colours = [KEPT if r.kept else DROPPED for r in v.rows]
+    hover = [
+        f"<b>{html.escape(visible(r.text))}</b> (id {r.id}, rank {r.rank})<br>"
+        f"model: {pct(r.p_model)}<br>after temperature: {pct(r.p_before)}<br>"
+        + (f"after filters: {pct(r.p_after)}" if r.kept else "dropped by the filters")
+        for r in v.rows
+    ]
+    bars = go.Bar(
+        x=x, y=labels, orientation="h", marker_color=colours, text=[pct(p) if p >= 1e-4 else "" for p in x],
+        textposition=["inside" if p >= 0.6 else "outside" for p in x], insidetextanchor="end",
+        hovertext=hover, hoverinfo="text", name="after filters (renormalised); grey: dropped", showlegend=show_legend,
+        cliponaxis=False,
+    )
+    ticks = go.Scatter(
+        x=[r.p_before for r in v.rows], y=labels, mode="markers",
+        marker=dict(symbol="line-ns-open", size=14, color=BEFORE, line=dict(width=2)),
+        name="before filters (after temperature)", hoverinfo="skip", showlegend=show_legend,
+    )
+    return [bars, ticks]
+
+
+def top_tokens(v: NextTokenView, title: str | None = None, height: int | None = None) -> go.Figure:
+    """Horizontal bars of the top tokens: survivors renormalised, dropped ones greyed."""
+    fig = go.Figure(_bar_traces(v))
+    top = max([r.p_after if r.kept else r.p_before for r in v.rows] + [r.p_before for r in v.rows] + [1e-9])
+    fig.update_layout(
+        title=title, height=height or max(260, 24 * len(v.rows) + 110), margin=dict(l=10, r=40, t=40 if title else 10, b=10),
+        xaxis=dict(title="probability", tickformat=".0%", range=[0, min(1.0, top * 1.25)]),
+        yaxis=dict(autorange="reversed", automargin=True),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0), bargap=0.25,
+    )
+    return fig
+
+
+def temperatures(views: list[tuple[float, NextTokenView]], height: int | None = None) -> go.Figure:
+    """One panel per temperature over the same logits, sharing the token axis."""
+    k = len(views)
+    titles = [f"T = {t:g}" + (" (greedy)" if t == 0 else "") + f"<br><sup>{v.entropy_bits:.2f} bits, "
+              f"{v.n_kept:,} kept</sup>" for t, v in views]
+    fig = make_subplots(rows=1, cols=k, shared_yaxes=True, subplot_titles=titles, horizontal_spacing=0.035)
+    for i, (_, v) in enumerate(views, start=1):
+        for tr in _bar_traces(v, show_legend=(i == 1)):
+            if isinstance(tr, go.Bar):  # narrow panels: label only the bars that can be read
+                tr.text = [pct(p) if p >= 0.01 else "" for p in tr.x]
+            fig.add_trace(tr, row=1, col=i)
+        fig.update_xaxes(range=[0, 1.0], tickvals=[0, 0.5, 1], ticktext=["0", "50%", "100%"], row=1, col=i)
+    n = max((len(v.rows) for _, v in views), default=1)
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_traces(textfont_size=10, selector=dict(type="bar"))
+    fig.update_layout(
+        height=height or max(300, 22 * n + 170), margin=dict(l=10, r=10, t=100, b=10), bargap=0.2,
+        legend=dict(orientation="h", yanchor="bottom", y=1.12, xanchor="left", x=0),
+    )
+    return fig
+
+
+def prob_colour(p: float) -> str:
+    return sample_colorscale(PROB_SCALE, [max(0.0, min(1.0, p))])[0]
+
+
+def walk_html(prompt: str, walk: Walk) -> str:
+    """The text so far: the prompt in grey, each chosen token on a background coloured by its probability.
+
+    Hovering a token shows its probability, rank and how it was chosen; a small number after
+    each token is its rank.
+    """
+    spans = [f'<span style="color:#77768a;white-space:pre-wrap">{html.escape(prompt)}</span>']
+    for i, s in enumerate(walk.steps, start=1):
+        colour = prob_colour(s.p_model).replace("rgb(", "rgba(").replace(")", ",0.45)")
+        border = HOW_COLOURS.get(s.how, BEFORE)
+        tip = f"step {i}: {visible(s.text)} — model {pct(s.p_model)}, rank {s.rank}, {s.how}"
+        spans.append(
+            f'<span title="{html.escape(tip)}" style="background:{colour};border-bottom:2px solid {border};'
+            f'border-radius:3px;white-space:pre-wrap">{html.escape(s.text)}'
+            f'<sub style="color:#55546a;font-size:0.65em">{s.rank}</sub></span>'
+        )
+    return (
+        '<div style="font-family:ui-monospace,Menlo,monospace;line-height:1.9;padding:0.6em 0.8em;'
+        'border:1px solid #e4e1f3;border-radius:8px;background:#fcfbff">' + "".join(spans) + "</div>"
+    )
+
+
+def walk_legend() -> str:
+    stops = "".join(
+        f'<span style="background:{prob_colour(p).replace("rgb(", "rgba(").replace(")", ",0.45)")};'
+        f'padding:0 0.5em;border-radius:3px">{int(p * 100)}%</span> '
+        for p in (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+    )
+    hows = " ".join(
+        f'<span style="border-bottom:2px solid {c};padding:0 0.3em">{h}</span>' for h, c in HOW_COLOURS.items()
+    )
+    return (f'<div style="font-size:0.8em;color:#55546a">background: the model\'s probability {stops}'
+            f' · underline: {hows} · small number: rank</div>')
+
+
+def walk_steps(walk: Walk) -> go.Figure:
+    """The model's probability of each chosen token, step by step (colour: how it was chosen)."""
+    xs = list(range(1, len(walk.steps) + 1))
+    fig = go.Figure()
+    for how, colour in HOW_COLOURS.items():
+        pts = [(x, s) for x, s in zip(xs, walk.steps) if s.how == how]
+        if not pts:
+            continue
+        fig.add_trace(go.Bar(
+            x=[x for x, _ in pts], y=[s.p_model for _, s in pts], name=how, marker_color=colour,
+            hovertext=[f"{html.escape(visible(s.text))}: {pct(s.p_model)}, rank {s.rank}" for _, s in pts],
+            hoverinfo="text",
+        ))
+    fig.update_layout(
+        height=220, margin=dict(l=10, r=10, t=10, b=10), barmode="overlay",
+        xaxis=dict(title="step", dtick=1 if len(xs) <= 30 else None),
+        yaxis=dict(title="model's probability", tickformat=".0%", range=[0, 1]),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+    )
+    return fig
+
+
+def sweep_chart(sw: Sweep) -> go.Figure:
+    """Mean log-probability (left axis) and distinct-1 / distinct-2 (right axis) against temperature."""
+    ts = [p.temperature for p in sw.points]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(
+        x=ts, y=[p.mean_logprob for p in sw.points], mode="lines+markers", name="mean log-probability (per token)",
+        line=dict(color=KEPT, width=3),
+        hovertemplate="T = %{x}<br>mean log-prob %{y:.3f}<extra></extra>",
+    ), secondary_y=False)
+    for name, key, dash in (("distinct-1", "distinct_1", "dot"), ("distinct-2", "distinct_2", "dash")):
+        fig.add_trace(go.Scatter(
+            x=ts, y=[getattr(p, key) for p in sw.points], mode="lines+markers", name=name,
+            line=dict(color="#2a9d8f", dash=dash), hovertemplate=f"T = %{{x}}<br>{name} %{{y:.2f}}<extra></extra>",
+        ), secondary_y=True)
+    fig.update_xaxes(title_text="temperature", tickvals=ts)
+    fig.update_yaxes(title_text="mean log-probability (nats)", secondary_y=False)
+    fig.update_yaxes(title_text="distinct n-grams / all", range=[0, 1.05], secondary_y=True)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+    return fig
