@@ -369,6 +369,8 @@ def test_attention_page_in_chromium(app_url, page):
     wait_idle(page)
     assert "Grouped-query attention" in page.content()
     # click a thumbnail of the overview (layer 20, head 2): the large view opens on it
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
     target = page.evaluate(
         """() => {
             const gd = document.querySelectorAll('.js-plotly-plot')[0];
@@ -383,6 +385,10 @@ def test_attention_page_in_chromium(app_url, page):
     page.mouse.click(target["x"], target["y"])
     page.get_by_text("Layer 20, head 2").wait_for()
     wait_idle(page)
-    page.wait_for_timeout(800)
-    assert "layer=20" in page.url and "head=2" in page.url
+    page.wait_for_function("() => location.href.includes('layer=20') && location.href.includes('head=2')")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2")
+    # a tall window shows the main flow at once: pickers, every map, the picked head large
+    page.set_viewport_size({"width": 1400, "height": 2300})
+    page.get_by_role("heading", name="Attention").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
     screenshot(page, "attention")
