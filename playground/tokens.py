@@ -413,8 +413,9 @@ def tokenize(
             if raw is None:
                 raw = src.encode("utf-8")
         tokens.append(Token(i, tid, piece, src, s, e, raw, is_special, added))
-    special_count = sum(1 for t in ids if t in special)
-    added_count = sum(1 for t, (s, e) in zip(ids, offsets) if s == e and t in special)
+    special_at = [i for i, t in enumerate(ids) if t in special]
+    special_count = len(special_at)
+    added_count = sum(1 for i in special_at if offsets[i][0] == offsets[i][1])
     return Tokenization(
         model_id=model_id,
         text=text,

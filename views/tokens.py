@@ -174,8 +174,7 @@ with tabs[0]:
     if tabs[0].open:
         try:
             with st.spinner(f"Tokenizing {len(text):,} characters…", show_time=True) if len(text) > BIG_TEXT else contextlib.nullcontext():
-                tk = core.tokenize(tokenizer, text, model_id=model_id, detail_chars=DETAIL_CHARS,
-                                   context_length=context_length(model_id))
+                tk = cache.tokenization(model_id, text, DETAIL_CHARS, context_length(model_id))
         except PlaygroundError as exc:
             st.error(describe(exc))
         else:
@@ -200,8 +199,7 @@ with tabs[1]:
             with st.spinner(f"Tokenizing with {len(picked)} tokenizers…"):
                 for mid in picked:
                     try:
-                        results.append(core.tokenize(cache.tokenizer(mid), text, model_id=mid,
-                                                     detail_chars=COMPARE_CHARS, context_length=context_length(mid)))
+                        results.append(cache.tokenization(mid, text, COMPARE_CHARS, context_length(mid)))
                     except PlaygroundError as exc:
                         st.error(f"{view.model_label(mid)}: {describe(exc)}")
                     except Exception as exc:  # noqa: BLE001 - one broken tokenizer must not hide the others
