@@ -7,7 +7,7 @@ CJK, Arabic, emoji):
   - page:       `tokenize` with the page's detail window (the first 10,000 characters);
   - render:     `components.tokens.tokens_html` of the page's spans (at most 3,000);
   - render all: `tokens_html` of every token of the 100 KB.
-and prints seconds per MB and the ratio to the raw call. Medians of --repeat runs.
+and prints seconds per MB and the ratio to the raw call: medians of --repeat interleaved runs.
 
 Run: .venv/bin/python bench/bench_tokens.py [--repeat 5]
 """
@@ -48,13 +48,10 @@ def text_of(size: int) -> str:
     return out
 
 
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -77,11 +74,19 @@ def main() -> None:
         full = T.tokenize(tok, text)
         page = T.tokenize(tok, text, detail_chars=10_000)
         assert list(full.ids) == raw.encode(text).ids
-        t_raw = median_time(lambda: raw.encode(text), args.repeat)
-        t_full = median_time(lambda: T.tokenize(tok, text), args.repeat)
-        t_page = median_time(lambda: T.tokenize(tok, text, detail_chars=10_000), args.repeat)
-        t_render = median_time(lambda: tokens_html(page, max_tokens=MAX_SPANS), args.repeat)
-        t_render_all = median_time(lambda: tokens_html(full, max_tokens=len(full.tokens)), args.repeat)
+        # interleaved, so that load from other processes falls on the baseline and the rest alike
+        jobs = {
+            "raw": lambda: raw.encode(text),
+            "full": lambda: T.tokenize(tok, text),
+            "page": lambda: T.tokenize(tok, text, detail_chars=10_000),
+            "render": lambda: tokens_html(page, max_tokens=MAX_SPANS),
+            "render_all": lambda: tokens_html(full, max_tokens=len(full.tokens)),
+        }
+        times: dict[str, list[float]] = {k: [] for k in jobs}
+        for _ in range(args.repeat):
+            for name, job in jobs.items():
+                times[name].append(timed(job))
+        t_raw, t_full, t_page, t_render, t_render_all = (statistics.median(times[k]) for k in jobs)
 
         def cell(t: float) -> str:
             return f"{t / mb:.3f} s ({t / t_raw:.1f}×)"

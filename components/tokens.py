@@ -74,8 +74,8 @@ def visible(text: str, show_whitespace: bool, line_breaks: bool = True) -> str:
         o = ord(ch)
         if show_whitespace and ch in _WS:
             out.append(_mark(_WS[ch]) + ("\n" if ch == "\n" and line_breaks else ""))
-        elif ch == "\n" and not line_breaks:
-            out.append(_mark("↵"))
+        elif ch == "\n":  # always marked: a newline token would otherwise be an empty sliver
+            out.append(_mark("↵") + ("\n" if line_breaks else ""))
         elif o < 0x20 and ch not in "\n\t" or o == 0x7F:
             out.append(_mark(chr(0x2400 + o) if o < 0x20 else "␡"))
         elif 0x80 <= o < 0xA0:
@@ -148,8 +148,10 @@ def _span(token: Token, scheme: str, show_whitespace: bool, show_ids: bool, colo
     if token.partial:
         cls += " pt"
     style = "" if token.is_special else f' style="background:{PALETTE[colour % len(PALETTE)]}"'
+    label = label_html(token, scheme, show_whitespace, show_ids, line_breaks)
+    body = label.rstrip("\n")  # a line break goes after the span, so the span stays on one line
     return (f'<span class="{cls}"{style} title="{html.escape(title_text(token), quote=True)}">'
-            f"{label_html(token, scheme, show_whitespace, show_ids, line_breaks)}</span>")
+            f"{body}</span>" + "\n" * (len(label) - len(body)))
 
 
 def tokens_html(tk: Tokenization, *, show_whitespace: bool = False, show_special: bool = True,
