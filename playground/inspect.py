@@ -132,6 +132,7 @@ class AttentionMaps:
     layer_kinds: tuple[str, ...] = ()  # per layer: "full" or "sliding"
     sliding_window: int | None = None  # tokens a sliding layer sees (itself included)
     precision: str = "float32"  # how the weights are kept: "float32" (exact) or "float16"
+    computed_in: str = "float32"  # the dtype the model produced them in ("bfloat16" for a bf16 variant)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -193,6 +194,7 @@ class _AttentionSink:
         self.weights = torch.empty((layers, heads, n_tokens, n_tokens), dtype=dtype)  # (layers, heads, T, T)
         self.filled = 0
         self.ok = True
+        self.source_dtype: torch.dtype | None = None
 
     def put(self, w: torch.Tensor) -> None:
         if w is None or not self.ok:
@@ -200,6 +202,7 @@ class _AttentionSink:
         if self.filled >= self.weights.shape[0] or tuple(w.shape[1:]) != tuple(self.weights.shape[1:]):
             self.ok = False  # not the per-layer maps we expected: fall back to output_attentions
             return
+        self.source_dtype = w.dtype
         self.weights[self.filled].copy_(w[0])  # (heads, T, T), cast to the storage dtype
         self.filled += 1
 
@@ -293,7 +296,7 @@ def attention_maps(lm: LoadedModel, input_ids: torch.Tensor | list[int], float32
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)  # (T,)
     n = int(ids.shape[0])
     dtype = storage_precision(lm, n, float32_bytes, max_bytes)
-    weights = None
+    weights, computed_in = None, None
     if _install_hooks(lm.model):
         sink = _AttentionSink(lm.num_layers, lm.num_heads, n, dtype)
         token = _sink.set(sink)
@@ -302,11 +305,12 @@ def attention_maps(lm: LoadedModel, input_ids: torch.Tensor | list[int], float32
         finally:
             _sink.reset(token)
         if sink.ok and sink.filled == lm.num_layers:
-            weights = sink.weights
+            weights, computed_in = sink.weights, sink.source_dtype
     if weights is None:  # an architecture the hooks do not fit: the model's own tuple
         fp = forward(lm, ids, attentions=True)
         assert fp.attentions is not None
         weights = fp.attentions.to(dtype)
+        computed_in = next(lm.model.parameters()).dtype
     pieces = lm.tokenizer.convert_ids_to_tokens(ids.tolist())
     kv, kinds, window = _layer_facts(lm)
     return AttentionMaps(
@@ -320,4 +324,5 @@ def attention_maps(lm: LoadedModel, input_ids: torch.Tensor | list[int], float32
         layer_kinds=kinds,
         sliding_window=window,
         precision=str(dtype).removeprefix("torch."),
+        computed_in=str(computed_in or torch.float32).removeprefix("torch."),
     )

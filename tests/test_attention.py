@@ -43,7 +43,7 @@ def direct_attentions(lm, ids: list[int]) -> torch.Tensor:
 # --- the maps -------------------------------------------------------------------------------------
 
 
-def test_shapes_rows_and_causality(model):
+def test_maps_shapes_rows_causality_and_equal_output_attentions(model):
     ids = attn.encode(model, SHORT)
     maps = pin.attention_maps(model, ids)
     t = len(ids)
@@ -61,11 +61,7 @@ def test_shapes_rows_and_causality(model):
         # every head of the encoder puts weight on later tokens, a lot of it on average
         assert float(upper.sum(-1)[..., 0].min()) > 0  # even the first token ([CLS]) looks ahead
         assert float(upper.sum(-1).mean()) > 0.2
-
-
-def test_maps_equal_output_attentions(model):
-    ids = attn.encode(model, SHORT)
-    maps = pin.attention_maps(model, ids)
+    # the maps are what transformers itself returns with output_attentions=True
     expected = direct_attentions(model, ids)
     assert maps.weights.shape == expected.shape
     torch.testing.assert_close(maps.weights, expected, atol=1e-6, rtol=0)

@@ -198,6 +198,8 @@ def _show(slot: str, model_id: str, text: str, narrow: bool) -> None:
 
     st.markdown("\n".join(f"- {note}" for note in attn.architecture_notes(m)))
     exact = "float32, exact" if m.precision == "float32" else "float16, to about 0.001"
+    if m.computed_in not in ("float32", m.precision):
+        exact += f"; the model computes them in {m.computed_in}, so rows sum to 1 only to about 0.01"
     st.caption(f"{m.num_tokens:,} tokens · {m.num_layers} layers × {m.num_heads} heads = "
                f"{m.num_layers * m.num_heads:,} maps, shape {tuple(m.shape)} · kept in {exact}: {human_bytes(m.nbytes)}")
 
