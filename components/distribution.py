@@ -54,6 +54,7 @@ def _bar_traces(v: NextTokenView, show_legend: bool = True) -> list[go.BaseTrace
     bars = go.Bar(
         x=x, y=labels, orientation="h", marker_color=colours, text=[pct(p) if p >= 1e-4 else "" for p in x],
         textposition=["inside" if p >= 0.6 else "outside" for p in x], insidetextanchor="end",
+        insidetextfont=dict(color="white"), constraintext="none",
         hovertext=hover, hoverinfo="text", name="after filters (renormalised); grey: dropped", showlegend=show_legend,
         cliponaxis=False,
     )

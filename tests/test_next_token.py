@@ -252,7 +252,7 @@ def test_page_link_replays_a_walk_side_by_side_with_gemma_and_runs_the_sweep(smo
 
 @pytest.mark.browser
 def test_next_token_page_in_chromium(app_url, page):
-    page.goto(f"{app_url}/next_token")
+    page.goto(f"{app_url}/next_token?top_p=0.8&temperature=0.9")  # the link sets two sliders
     page.get_by_role("heading", name="Next token").first.wait_for()
     page.get_by_text("Tokens kept").first.wait_for()
     wait_idle(page)
@@ -260,10 +260,12 @@ def test_next_token_page_in_chromium(app_url, page):
     page.get_by_text("1 token walked").wait_for()
     page.get_by_role("button", name="Sample next").click()
     page.get_by_text("2 tokens walked").wait_for()
+    page.get_by_role("button", name="Undo").click()
+    page.get_by_text("1 token walked").wait_for()
     wait_idle(page)
-    assert "walk=" in page.url
+    assert "walk=" in page.url and "top_p=0.8" in page.url
     page.mouse.move(5, 5)  # no tooltip in the picture
-    page.set_viewport_size({"width": 1400, "height": 3200})  # the page scrolls inside Streamlit's own container
+    page.set_viewport_size({"width": 1400, "height": 3000})  # the page scrolls inside Streamlit's own container
     wait_idle(page)
     page.get_by_text("T = 1.5").first.wait_for()
     page.wait_for_timeout(800)
