@@ -432,13 +432,15 @@ def tokenize(
 # --- compare ---------------------------------------------------------------------------------
 
 
-def _boundaries(tokens: Sequence[Token], upto: int) -> set[int]:
-    """Character positions in [0, upto] that no token of `tokens` straddles."""
-    inside: set[int] = set()
-    for t in tokens:
-        if not t.added and t.end - t.start > 1:
-            inside.update(range(t.start + 1, min(t.end, upto + 1)))
-    return set(range(upto + 1)) - inside
+def _common_boundaries(tokenizations: Sequence[Tokenization], upto: int) -> list[int]:
+    """Character positions in [0, upto] that no token of any tokenization straddles."""
+    inside = bytearray(upto + 1)  # 1 where some token starts before and ends after the position
+    for tk in tokenizations:
+        for t in tk.tokens:
+            end = min(t.end, upto + 1)
+            if not t.added and end - t.start > 1:
+                inside[t.start + 1:end] = b"\x01" * (end - t.start - 1)
+    return [p for p in range(upto + 1) if not inside[p] or p in (0, upto)]
 
 
 def compare(tokenizations: Sequence[Tokenization]) -> Comparison:
@@ -455,11 +457,8 @@ def compare(tokenizations: Sequence[Tokenization]) -> Comparison:
         raise InputError(f"The tokenizations are of {len(texts)} different texts; compare one text.")
     text = tks[0].text
     upto = min(t.detail_chars for t in tks)
-    common = set(range(upto + 1))
-    for t in tks:
-        common &= _boundaries(t.tokens, upto)
-    bounds = sorted(common | {0, upto})
-    spans = [(a, b) for a, b in zip(bounds, bounds[1:])]
+    bounds = _common_boundaries(tks, upto)
+    spans = list(zip(bounds, bounds[1:]))
     if not spans and upto == 0:
         return Comparison(tks, (), 0)
     starts = [a for a, _ in spans]

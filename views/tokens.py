@@ -157,8 +157,8 @@ tokenizer = require_tokenizer(model_id)
 st.text_area("Text", key=K.text, height=170, help=f"Up to {core.MAX_TEXT_BYTES // 2**20} MiB of UTF-8.")
 st.file_uploader("…or upload a text file (UTF-8)", type=["txt", "md", "py", "json", "csv", "html", "js", "ts", "c", "rs", "go", "java", "yaml", "toml"],
                  key=K.upload, on_change=load_upload)
-if st.session_state.get(K.upload_message):
-    kind, message = st.session_state[K.upload_message]
+if st.session_state.get(K.upload_message):  # shown once, on the run right after the upload
+    kind, message = st.session_state.pop(K.upload_message)
     (st.error if kind == "error" else st.success)(message)
 
 text = st.session_state[K.text]
