@@ -248,6 +248,18 @@ class AttentionSummary:
     def entropy_per_layer(self) -> torch.Tensor:
         return self.entropy_bits.mean(1)  # (layers,)
 
+    def most_focused(self) -> tuple[int, int, float]:
+        """(layer, head, bits) of the head with the lowest mean entropy."""
+        k = int(self.entropy_bits.argmin())
+        heads = self.entropy_bits.shape[1]
+        return k // heads, k % heads, float(self.entropy_bits.flatten()[k])
+
+    def strongest_sink_layer(self) -> tuple[int, float]:
+        """(layer, share) of the layer that puts the most on the first token."""
+        per_layer = self.sink_per_layer
+        k = int(per_layer.argmax())
+        return k, float(per_layer[k])
+
 
 def summarize(maps: AttentionMaps) -> AttentionSummary:
     """Entropy and sink share of every head. Row 0 is left out of the sink share: a decoder's first
@@ -278,6 +290,12 @@ class TokenAttention:
     label: str
     head: int | None  # None: the mean over heads
     weights: torch.Tensor  # (layers, T) float32: row `index` of each layer's map; each row sums to 1
+
+
+def top_keys(row: torch.Tensor, k: int = 3) -> list[tuple[int, float]]:
+    """The k positions a row of attention (T,) puts the most weight on, heaviest first."""
+    values, idx = torch.topk(row.float(), min(k, int(row.shape[-1])))
+    return [(int(i), float(v)) for v, i in zip(values, idx)]
 
 
 def token_attention(maps: AttentionMaps, index: int, head: int | None = None) -> TokenAttention:

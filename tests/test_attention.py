@@ -185,6 +185,14 @@ def test_summaries(long_maps):
     assert abs(float(s.uniform_bits[0]) - want_uniform) < 1e-4
     assert float(s.entropy_bits.min()) >= 0 and float(s.entropy_bits.max()) <= want_uniform * 2
     assert s.first_token == m.labels[0]
+    layer, head, bits = s.most_focused()
+    assert bits == pytest.approx(float(s.entropy_bits.min())) and float(s.entropy_bits[layer, head]) == pytest.approx(bits)
+    sink_layer, share = s.strongest_sink_layer()
+    assert share == pytest.approx(float(s.sink_per_layer.max())) and float(s.sink_per_layer[sink_layer]) == pytest.approx(share)
+    row = m.weights[3, 1, 40]
+    top = attn.top_keys(row, 3)
+    assert [j for j, _ in top] == torch.argsort(row, descending=True)[:3].tolist()
+    assert top[0][1] == pytest.approx(float(row.max()))
 
 
 def test_token_attention_and_strongest_link(long_maps):

@@ -125,9 +125,8 @@ c4.radio("Colour", ["sqrt", "linear"], key=K.SCALE, horizontal=True,
 
 def _pick_from_overview(slot: str) -> None:
     """A click on a thumbnail opens that (layer, head)."""
-    event = st.session_state.get(K.slot("overview", slot))
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
-        getattr(getattr(event, "selection", None), "points", [])
+    event = st.session_state.get(K.slot("overview", slot))  # Streamlit's PlotlySelectionState
+    points = event["selection"]["points"] if event else []
     for p in points:
         data = p.get("customdata")
         if data is not None and len(data) == 2:
@@ -242,22 +241,20 @@ def _show(slot: str, model_id: str, text: str, narrow: bool) -> None:
         st.markdown(f"What **·{index} {labels[index]!r}** draws on in layer {layer} ({head_name}):")
         st.html(figs.token_html(labels[start:stop], row[start:stop], start, index, before=float(row[:start].sum()),
                                 after=float(row[stop:].sum()), scale=scale))
-        top = sorted(range(m.num_tokens), key=lambda j: -float(row[j]))[:3]
-        st.caption("Most: " + ", ".join(f"·{j} {labels[j]!r} {float(row[j]):.0%}" for j in top))
+        st.caption("Most: " + ", ".join(f"·{j} {labels[j]!r} {w:.0%}" for j, w in attn.top_keys(row, 3)))
         st.markdown(f"The same token in every layer ({head_name}):")
         st.plotly_chart(figs.token_layers_figure(ta, start, stop, labels[start:stop], scale, m.is_causal, layer),
                         key=K.slot("token_fig", slot),
                         config={"displayModeBar": False})
     with t_sum:
-        sink = summary.sink_per_layer
-        top_layer = int(sink.argmax())
-        st.markdown(f"**Attention sink:** on average {float(sink.mean()):.0%} of each token's attention goes to the "
-                    f"first token {summary.first_token!r}; most in layer {top_layer} ({float(sink[top_layer]):.0%}).")
+        top_layer, top_share = summary.strongest_sink_layer()
+        st.markdown(f"**Attention sink:** on average {float(summary.sink.mean()):.0%} of each token's attention goes to "
+                    f"the first token {summary.first_token!r}; most in layer {top_layer} ({top_share:.0%}).")
         st.plotly_chart(figs.sink_figure(summary), key=K.slot("sink_fig", slot), config={"displayModeBar": False})
-        e = summary.entropy_bits
+        f_layer, f_head, f_bits = summary.most_focused()
         st.markdown(f"**Entropy per head** (bits; spreading evenly would give about {float(summary.uniform_bits.mean()):.1f}): "
-                    f"the most focused head is layer {int(e.argmin()) // m.num_heads}, head {int(e.argmin()) % m.num_heads} "
-                    f"({float(e.min()):.2f} bits).")
+                    f"the most focused head is layer {f_layer}, head {f_head} ({f_bits:.2f} bits"
+                    + (": nearly all of every row on one token)." if f_bits < 0.1 else ")."))
         st.plotly_chart(figs.entropy_figure(summary), key=K.slot("entropy_fig", slot), config={"displayModeBar": False})
         st.markdown("**Mean over heads, per layer:**")
         st.plotly_chart(figs.layer_means_figure(a.thumbs, scale, per_row=3 if narrow else 6), key=K.slot("means_fig", slot),
