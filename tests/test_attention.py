@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from components import attention as figs
 from playground import attention as attn
 from playground import inspect as pin
 from playground.errors import ContextLengthError, InputError
@@ -307,7 +308,14 @@ def test_page_drives_pickers_without_rerunning_the_model(smollm2):
     html = at.get("html")[0].proto.body
     assert html.count("<span") == t and "outline" in html
     assert f"What **·5" in texts(at)
+    # the colour ramp: square root by default (many stops), linear on request; the weights stay the same
+    assert len(_figure(at, "attention_head_fig_a")["data"][0]["colorscale"]) == len(figs.colorscale("sqrt"))
+    at.radio(key="attention_scale").set_value("linear").run()
+    head_fig = _figure(at, "attention_head_fig_a")
+    assert len(head_fig["data"][0]["colorscale"]) == len(figs.colorscale("linear")) < len(figs.colorscale("sqrt"))
+    np.testing.assert_allclose(_head_z(at), direct[3].mean(0).numpy(), atol=1e-6)
     assert pin.FORWARD_PASSES == passes, "pickers re-render from the kept maps"
+    assert at.query_params["scale"] in (["linear"], "linear")
     assert at.query_params["layer"] in (["3"], "3") and at.query_params["head"] in (["-1"], "-1")
     assert at.query_params["token"] in (["5"], "5")
 
