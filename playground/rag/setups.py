@@ -1,0 +1,113 @@
+"""Saved RAG setups, in an SQLite file under ``data_root()`` (``rag_setups.sqlite``): they survive a restart.
+
+A setup is stored as the JSON of `Setup.to_dict()` under a name the user picks; saving under an
+existing name replaces it. Reading checks every field again (`Setup.from_dict`), so a setup saved
+by an older version that no longer validates is reported, not loaded half-way.
+
+What it leaves out: the collections themselves (they live in Qdrant; a setup only names how to
+rebuild or find its collection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from playground.errors import InputError, StoreError
+from playground.paths import data_root
+from playground.rag.pipeline import Setup
+
+MAX_NAME = 80
+
+
+@dataclass(frozen=True)
+class SavedSetup:
+    name: str
+    setup: Setup
+    saved_at: float  # Unix time
+
+
+def db_path() -> Path:
+    return data_root() / "rag_setups.sqlite"
+
+
+def _connect(path: Path | None = None) -> sqlite3.Connection:
+    p = Path(path) if path else db_path()
+    try:
+        con = sqlite3.connect(p, timeout=10)
+        con.execute("CREATE TABLE IF NOT EXISTS setups (name TEXT PRIMARY KEY, body TEXT NOT NULL, saved_at REAL NOT NULL)")
+    except sqlite3.Error as exc:
+        raise StoreError(f"The setups database {p} cannot be opened: {exc}.") from exc
+    return con
+
+
+@contextlib.contextmanager
+def _db(path: Path | None) -> Iterator[sqlite3.Connection]:
+    """A connection that commits on success and is always closed."""
+    con = _connect(path)
+    try:
+        with con:
+            yield con
+    finally:
+        con.close()
+
+
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise InputError("Give the setup a name to save it under.")
+    if len(name) > MAX_NAME:
+        raise InputError(f"The setup name is {len(name)} characters; at most {MAX_NAME}.")
+    return name
+
+
+def save(name: str, setup: Setup, path: Path | None = None) -> SavedSetup:
+    """Save (or replace) `setup` under `name`."""
+    name = _check_name(name)
+    setup.check()
+    now = time.time()
+    with _db(path) as con:
+        con.execute("INSERT OR REPLACE INTO setups (name, body, saved_at) VALUES (?, ?, ?)",
+                    (name, json.dumps(setup.to_dict()), now))
+    return SavedSetup(name, setup, now)
+
+
+def load(name: str, path: Path | None = None) -> SavedSetup:
+    with _db(path) as con:
+        row = con.execute("SELECT body, saved_at FROM setups WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise InputError(f"There is no saved setup named {name!r}.")
+    try:
+        body = json.loads(row[0])
+    except ValueError as exc:
+        raise InputError(f"The saved setup {name!r} is damaged: {exc}.") from exc
+    return SavedSetup(name, Setup.from_dict(body), float(row[1]))
+
+
+def names(path: Path | None = None) -> list[str]:
+    """Saved setup names, most recent first."""
+    with _db(path) as con:
+        return [r[0] for r in con.execute("SELECT name FROM setups ORDER BY saved_at DESC, name")]
+
+
+def list_saved(path: Path | None = None) -> list[SavedSetup]:
+    """Every saved setup that still reads; most recent first."""
+    out: list[SavedSetup] = []
+    for n in names(path):
+        try:
+            out.append(load(n, path))
+        except InputError:
+            continue
+    return out
+
+
+def delete(name: str, path: Path | None = None) -> None:
+    with _db(path) as con:
+        cur = con.execute("DELETE FROM setups WHERE name = ?", (name,))
+    if cur.rowcount == 0:
+        raise InputError(f"There is no saved setup named {name!r}.")

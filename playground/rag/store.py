@@ -1,0 +1,318 @@
+"""The Qdrant side of the RAG builder: connect, collections, points. Local mode or a server, same code.
+
+- `connect()` opens Qdrant's embedded local mode persisted under ``data_root()/qdrant`` by
+  default, or a server / cluster URL with an API key. A URL that does not answer, or a local
+  folder already open in another process, raises `StoreError` saying what to do.
+  Local mode allows ONE client per folder per process: share it (the app caches one).
+- A collection holds, per chunk, a named dense vector ``dense`` (cosine, dot or Euclid) and a
+  named sparse vector ``sparse`` whose IDF Qdrant computes (``Modifier.IDF``); the payload keeps
+  text, source, position, char offsets and token count. Collection metadata records how it was
+  built (embedder, chunking, distance), so a mismatch is caught before anything is written.
+- Point ids are content hashes (`Chunk.id`): re-ingesting unchanged content writes nothing.
+
+What it leaves out: chunking, embedding and the sparse encoding (the caller brings vectors),
+and querying (playground.rag.retrieval).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from playground.errors import PlaygroundError, StoreError
+from playground.paths import data_root
+from playground.rag.chunking import Chunk
+
+DENSE = "dense"
+SPARSE = "sparse"
+DISTANCES = ("cosine", "dot", "euclid")
+UPSERT_BATCH = 256
+
+
+def local_path() -> Path:
+    """Where the embedded store lives: ``$PLAYGROUND_DATA/qdrant``."""
+    return data_root() / "qdrant"
+
+
+def _models():
+    from qdrant_client import models
+
+    return models
+
+
+def _distance(name: str):
+    m = _models()
+    table = {"cosine": m.Distance.COSINE, "dot": m.Distance.DOT, "euclid": m.Distance.EUCLID}
+    if name not in table:
+        raise StoreError(f"Unknown distance {name!r}; use one of {', '.join(DISTANCES)}.")
+    return table[name]
+
+
+def _distance_name(d) -> str:
+    value = str(getattr(d, "value", d)).lower()
+    return {"euclid": "euclid", "cosine": "cosine", "dot": "dot"}.get(value, value)
+
+
+def _explain(exc: BaseException, where: str) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if "already accessed by another instance" in str(exc):
+        return (f"The local Qdrant store at {where} is open in another process (another copy of the app?). "
+                "Close it, or use a Qdrant server URL instead.")
+    return f"Qdrant at {where} failed: {text[:400]}"
+
+
+def guard(action: str) -> Callable:
+    """Turn any failure of the wrapped store call into a StoreError naming `action`."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(client, *args, **kwargs):
+            try:
+                return fn(client, *args, **kwargs)
+            except PlaygroundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every client/transport error becomes a StoreError
+                raise StoreError(f"Could not {action}: {_explain(exc, where(client))}") from exc
+
+        return inner
+
+    return wrap
+
+
+def where(client) -> str:
+    """A readable location of the client: the local folder or the server URL."""
+    inner = getattr(client, "_client", None)
+    location = getattr(inner, "location", None)
+    if location:
+        return str(location)
+    rest = getattr(inner, "rest_uri", None)
+    return str(rest or "the Qdrant server")
+
+
+def is_local(client) -> bool:
+    return type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
+
+
+def connect(url: str | None = None, api_key: str | None = None, path: str | Path | None = None,
+            timeout: int = 5):
+    """A QdrantClient: the server at `url` (checked to answer), else local mode at `path` (default local_path())."""
+    from qdrant_client import QdrantClient
+
+    if url:
+        url = url.strip()
+        if not url.startswith(("http://", "https://")):
+            raise StoreError(f"The Qdrant URL {url!r} must start with http:// or https:// (e.g. http://localhost:6333).")
+        try:
+            client = QdrantClient(url=url, api_key=api_key or None, timeout=timeout, check_compatibility=False)
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"Could not set up a client for Qdrant at {url}: {exc}") from exc
+        try:
+            client.get_collections()
+        except Exception as exc:  # noqa: BLE001
+            client.close()
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            if "401" in reason or "403" in reason or "Unauthorized" in reason or "Forbidden" in reason:
+                raise StoreError(f"Qdrant at {url} refused the API key ({reason}). Check the key.") from exc
+            raise StoreError(
+                f"Qdrant at {url} does not answer ({reason}). Check the URL and that the server is running, "
+                "or leave the URL empty to use the local store."
+            ) from exc
+        return client
+    folder = Path(path) if path else local_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(folder))
+    except Exception as exc:  # noqa: BLE001
+        raise StoreError(_explain(exc, str(folder))) from exc
+
+
+# --- collections ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """A collection as the page lists it."""
+
+    name: str
+    points: int
+    dim: int
+    distance: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@guard("list the collections")
+def list_collections(client) -> list[CollectionInfo]:
+    return [info(client, c.name) for c in sorted(client.get_collections().collections, key=lambda c: c.name)]
+
+
+@guard("read the collection")
+def info(client, name: str) -> CollectionInfo:
+    c = client.get_collection(name)
+    vectors = c.config.params.vectors
+    dense = vectors.get(DENSE) if isinstance(vectors, dict) else vectors
+    dim = int(getattr(dense, "size", 0) or 0)
+    distance = _distance_name(getattr(dense, "distance", "?"))
+    points = int(client.count(name, exact=True).count)
+    return CollectionInfo(name, points, dim, distance, dict(getattr(c.config, "metadata", None) or {}))
+
+
+@guard("check the collection")
+def exists(client, name: str) -> bool:
+    return bool(client.collection_exists(name))
+
+
+def check_compatible(client, name: str, dim: int, distance: str, meta: dict[str, Any] | None = None) -> None:
+    """Raise StoreError if collection `name` holds vectors of another size or distance, or another embedder."""
+    have = info(client, name)
+    if have.dim != dim:
+        made_with = have.meta.get("embedder")
+        raise StoreError(
+            f"Collection {name!r} holds {have.dim}-dimensional vectors"
+            f"{f' (made with {made_with})' if made_with else ''}; the embedder picked makes {dim}-dimensional ones. "
+            "Pick the embedder it was made with, or another collection name, or delete it first."
+        )
+    if have.distance != distance:
+        raise StoreError(f"Collection {name!r} was made with {have.distance} distance, not {distance}. Delete it first to change.")
+    if meta and have.meta.get("embedder") and have.meta["embedder"] != meta.get("embedder"):
+        raise StoreError(
+            f"Collection {name!r} was made with the embedder {have.meta['embedder']}, not {meta.get('embedder')}: "
+            "their vectors are not comparable. Pick that embedder, or delete the collection first."
+        )
+
+
+@guard("create the collection")
+def ensure_collection(client, name: str, dim: int, distance: str, meta: dict[str, Any] | None = None) -> bool:
+    """Create `name` (dense + IDF sparse vectors, a keyword index on source) unless it exists; True if created."""
+    m = _models()
+    if dim < 1:
+        raise StoreError(f"The embedding size is {dim}; it must be positive.")
+    if client.collection_exists(name):
+        check_compatible(client, name, dim, distance, meta)
+        return False
+    client.create_collection(
+        name,
+        vectors_config={DENSE: m.VectorParams(size=dim, distance=_distance(distance))},
+        sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+        metadata=meta or None,
+    )
+    if not is_local(client):  # local mode has no payload indexes (it scans)
+        client.create_payload_index(name, "source", field_schema=m.PayloadSchemaType.KEYWORD)
+        client.create_payload_index(name, "position", field_schema=m.PayloadSchemaType.INTEGER)
+    return True
+
+
+@guard("update the collection metadata")
+def set_meta(client, name: str, meta: dict[str, Any]) -> None:
+    client.update_collection(name, metadata=meta)
+
+
+@guard("delete the collection")
+def delete_collection(client, name: str) -> None:
+    if not client.collection_exists(name):
+        raise StoreError(f"There is no collection {name!r} to delete.")
+    client.delete_collection(name)
+
+
+# --- points ---------------------------------------------------------------------------------
+
+def payload(chunk: Chunk) -> dict[str, Any]:
+    return {"text": chunk.text, "source": chunk.source, "position": chunk.position, "start": chunk.start,
+            "end": chunk.end, "tokens": chunk.tokens}
+
+
+def chunk_of(p: dict[str, Any]) -> Chunk:
+    return Chunk(p["source"], int(p["position"]), int(p["start"]), int(p["end"]), p["text"], int(p.get("tokens", 0)))
+
+
+@guard("count the points")
+def count(client, name: str) -> int:
+    return int(client.count(name, exact=True).count)
+
+
+@guard("look up points")
+def existing_ids(client, name: str, ids: Sequence[str]) -> set[str]:
+    """Which of `ids` the collection already holds."""
+    found: set[str] = set()
+    for lo in range(0, len(ids), 1024):
+        for p in client.retrieve(name, ids=list(ids[lo: lo + 1024]), with_payload=False, with_vectors=False):
+            found.add(str(p.id))
+    return found
+
+
+@guard("write points")
+def upsert(client, name: str, chunks: Sequence[Chunk], dense: np.ndarray, sparse: Sequence,
+           progress: Callable[[int, int], None] | None = None) -> int:
+    """Write chunks with their dense (N, D) and sparse vectors, in batches; returns how many were written."""
+    m = _models()
+    if len(chunks) != len(dense) or len(chunks) != len(sparse):
+        raise StoreError(f"{len(chunks)} chunks but {len(dense)} dense and {len(sparse)} sparse vectors.")
+    for lo in range(0, len(chunks), UPSERT_BATCH):
+        points = [
+            m.PointStruct(id=c.id, vector={DENSE: dense[i].tolist(), SPARSE: sparse[i]}, payload=payload(c))
+            for i, c in enumerate(chunks[lo: lo + UPSERT_BATCH], start=lo)
+        ]
+        client.upsert(name, points=points, wait=True)
+        if progress:
+            progress(min(lo + UPSERT_BATCH, len(chunks)), len(chunks))
+    return len(chunks)
+
+
+def source_filter(sources: Iterable[str]):
+    m = _models()
+    wanted = [s for s in sources]
+    if not wanted:
+        return None
+    return m.Filter(must=[m.FieldCondition(key="source", match=m.MatchAny(any=wanted))])
+
+
+@guard("read points")
+def scroll(client, name: str, sources: Iterable[str] = (), with_vectors: bool = False,
+           position_range: tuple[int, int] | None = None) -> list[tuple[str, Chunk, np.ndarray | None]]:
+    """(id, chunk, dense vector or None) of every point, optionally of some sources / positions."""
+    m = _models()
+    must = []
+    sources = list(sources)
+    if sources:
+        must.append(m.FieldCondition(key="source", match=m.MatchAny(any=sources)))
+    if position_range is not None:
+        must.append(m.FieldCondition(key="position", range=m.Range(gte=position_range[0], lte=position_range[1])))
+    flt = m.Filter(must=must) if must else None
+    out: list[tuple[str, Chunk, np.ndarray | None]] = []
+    offset = None
+    while True:
+        points, offset = client.scroll(name, scroll_filter=flt, limit=1024, offset=offset, with_payload=True,
+                                       with_vectors=[DENSE] if with_vectors else False)
+        for p in points:
+            vec = None
+            if with_vectors and p.vector:
+                vec = np.asarray(p.vector[DENSE] if isinstance(p.vector, dict) else p.vector, dtype=np.float32)
+            out.append((str(p.id), chunk_of(p.payload), vec))
+        if offset is None:
+            break
+    return out
+
+
+@guard("delete points")
+def delete_points(client, name: str, ids: Sequence[str]) -> int:
+    m = _models()
+    if ids:
+        client.delete(name, points_selector=m.PointIdsList(points=list(ids)), wait=True)
+    return len(ids)
+
+
+@guard("list the sources")
+def sources(client, name: str) -> list[str]:
+    """The distinct sources in a collection, sorted."""
+    return sorted({c.source for _, c, _ in scroll(client, name)})
+
+
+def close(client) -> None:
+    """Close a client (releases a local folder's lock)."""
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - closing twice, or a server that went away
+        pass
