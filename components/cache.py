@@ -73,3 +73,36 @@ def tokenization(model_id: str, text: str, detail_chars: int | None = None, cont
 
     return tokens.tokenize(tokenizer(model_id), text, model_id=model_id, detail_chars=detail_chars,
                            context_length=context_length)
+
+
+def _close_qdrant(entry) -> None:
+    client, _lock = entry
+    client.close()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4, on_release=_close_qdrant)
+def _qdrant(url: str, api_key: str, path: str):
+    import threading
+
+    from playground.rag import store
+
+    client = store.connect(url=url or None, api_key=api_key or None, path=path or None)
+    return client, threading.RLock()
+
+
+def qdrant(url: str = "", api_key: str = ""):
+    """(client, lock) for the RAG store: the Qdrant server at `url`, else THE embedded local store
+    (local mode allows one client per folder per process, so every session shares this one).
+    Hold the lock around every call: the local store is not safe for concurrent use. Failures
+    (StoreError) are not cached, so fixing the URL and rerunning tries again."""
+    from playground.rag import store
+
+    url = (url or "").strip()
+    if url:
+        return _qdrant(url, api_key or "", "")
+    return _qdrant("", "", str(store.local_path()))
+
+
+def release_qdrant() -> None:
+    """Close every cached Qdrant client (frees the local store's folder for another process)."""
+    _qdrant.clear()
