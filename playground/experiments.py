@@ -5,7 +5,8 @@ variables, optionally a reference answer), the `RunSettings` (one or two models,
 settings) and the checks. Its columns are *arms*: a variant on a model ("A" on SmolLM2).
 
 - `run(exp, store, ...)` fills every missing cell (row x arm), model by model, row by row,
-  saving each finished cell the moment it is done: if the model fails halfway, the run stops
+  saving each finished cell the moment it is done (and writing the whole experiment back if
+  its database file was deleted or replaced meanwhile): if the model fails halfway, the run stops
   with a message and every finished cell is already in the database; running again fills in
   only what is missing. A row the model cannot take (a prompt longer than its context) gets
   an error cell and the run goes on.
@@ -715,9 +716,11 @@ def run(exp: Experiment, store: ExperimentStore | None, load_model: Callable[[st
                 f"The run stopped at {where}: {describe(exc)} The {saved:,} finished cell(s) are saved; "
                 f"{total - done:,} remain. Run again to fill them in."
             ) from exc
-        if store is not None:
-            store.save_cell(exp.id, cell)
         exp.cells[(row, arm.variant, arm.model_id)] = cell
+        if store is not None:
+            if not store.exists(exp.id):  # the file was deleted or replaced mid-run: write back all we hold
+                store.create(exp)
+            store.save_cell(exp.id, cell)
         done += 1
         if on_cell is not None:
             on_cell(cell, done, total)
@@ -1210,6 +1213,7 @@ class ExperimentStore:
         try:
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA foreign_keys=ON")
+            con.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across an app crash, one fsync less per cell
             con.executescript(SCHEMA)  # IF NOT EXISTS: a new or deleted file gets its tables back
             with con:  # a transaction: committed on success, rolled back on error
                 yield con
@@ -1254,17 +1258,25 @@ class ExperimentStore:
         if not rows:
             return
         with self._connect() as con:
+            self._require(con, exp_id)
             con.executemany("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             con.execute("UPDATE experiments SET updated=? WHERE id=?", (time.time(), exp_id))
 
+    def _require(self, con: sqlite3.Connection, exp_id: str) -> None:
+        if con.execute("SELECT 1 FROM experiments WHERE id=?", (exp_id,)).fetchone() is None:
+            raise InputError(f"Experiment '{exp_id}' is no longer in {self.path} (deleted, or the file was replaced): "
+                             "press Save to store it again.")
+
     def save_vote(self, exp_id: str, v: Vote, pair: str) -> None:
         with self._connect() as con:
+            self._require(con, exp_id)
             con.execute("INSERT OR REPLACE INTO votes VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (exp_id, v.row, pair, v.a.variant, v.a.model_id, v.b.variant, v.b.model_id, v.choice,
                          int(v.blind), v.created))
 
     def save_verdict(self, exp_id: str, v: JudgeVerdict, pair: str) -> None:
         with self._connect() as con:
+            self._require(con, exp_id)
             con.execute("INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (exp_id, v.row, pair, v.judge_model, v.x.variant, v.x.model_id, v.y.variant, v.y.model_id,
                          v.first.choice, v.first.reason, v.first.text, v.second.choice, v.second.reason,

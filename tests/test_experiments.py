@@ -512,3 +512,44 @@ def test_page_end_to_end_run_vote_save_reopen_rerun(own_data):
     fresh.button(key="ab_open").click().run()
     assert fresh.text_input(key="ab_name").value == "page e2e (saved)"
     assert fresh.session_state["ab_exp"] == exp_id
+
+
+@pytest.mark.browser
+def test_prompt_ab_in_chromium(app_url, page):
+    from tests.conftest import screenshot, wait_idle
+
+    page.goto(f"{app_url}/prompt_ab")
+    page.get_by_role("heading", name="Prompt A/B").wait_for()
+    page.get_by_text("Press Run to fill the grid").wait_for()
+    wait_idle(page)
+    assert page.locator("textarea").nth(1).input_value() == "Answer in as few words as possible.\nQuestion: {question}"
+    # a small run: 8 new tokens (keyboard on the slider: Home is 1, then 7 steps)
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Max new tokens").locator('input[type="range"]')
+    slider.focus()
+    slider.press("Home")
+    for _ in range(7):
+        slider.press("ArrowRight")
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=range]')].some(e => e.value === '8')")
+    wait_idle(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    done_or_error = page.get_by_text("Generated 6 output(s)").or_(page.locator('[data-testid="stAlertContentError"]'))
+    done_or_error.first.wait_for(timeout=420_000)
+    if not page.get_by_text("Generated 6 output(s)").count():
+        screenshot(page, "prompt-ab-failed")  # what the page showed instead
+        pytest.fail(f"the run did not finish: {page.locator('[data-testid=stAlert]').all_inner_texts()}")
+    wait_idle(page)
+    assert "exp=" in page.url  # the link to this experiment
+    # what the page shows is read back from the database after the run (the AppTest checks the rows)
+    page.get_by_text("6 outputs saved").wait_for()
+    page.get_by_role("tab", name="Vote").click()
+    page.get_by_role("button", name="A is better").click()
+    page.get_by_text("Voted on 1 of 3 rows").wait_for()  # counted from the saved votes
+    wait_idle(page)
+
+    page.get_by_role("tab", name="Grid").click()
+    page.set_viewport_size({"width": 1400, "height": 1500})
+    page.get_by_role("heading", name="5 · Results").scroll_into_view_if_needed()
+    page.get_by_text("Cell details").wait_for()
+    page.get_by_text("Against the reference: exact match").wait_for()
+    page.wait_for_timeout(1000)
+    screenshot(page, "prompt-ab")

@@ -155,7 +155,7 @@ def on_open() -> None:
     try:
         fill_widgets(store().load(picked))
         st.session_state[K.flash] = ("success", f"Opened '{st.session_state[K.name]}'.")
-    except PlaygroundError as exc:
+    except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         st.session_state[K.flash] = ("error", describe(exc))
 
 
@@ -171,7 +171,7 @@ def on_paste(variables: tuple[str, ...]) -> None:
     try:
         records = core.parse_pasted(ss[K.paste], list(variables))
         core.rows_from_records(records)  # the row limit
-    except PlaygroundError as exc:
+    except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         ss[K.input_msg] = ("error", describe(exc))
         return
     ss[K.rows] = [{**r, REF: r.get(REF, "")} for r in records]
@@ -207,7 +207,7 @@ def on_vote(exp_id: str, row: int, a: core.Arm, b: core.Arm, choice: str, blind:
     try:
         exp = store().load(exp_id)
         core.vote(exp, row, a, b, choice, blind, store())
-    except PlaygroundError as exc:
+    except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         ss[K.flash] = ("error", describe(exc))
         return
     later = [r for r in rows[rows.index(row) + 1:] + rows[: rows.index(row)] if core.vote_for(exp, r, x, y) is None]
@@ -221,13 +221,13 @@ ss = st.session_state
 state.init(defaults(), {K.exp: "exp"})
 try:
     db = store()
-except PlaygroundError as exc:
+except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
     st.error(describe(exc))
     st.stop()
 if ss[K.exp] and ss[K.exp] != ss[K.loaded]:  # a link to an experiment
     try:
         fill_widgets(db.load(ss[K.exp]))
-    except PlaygroundError as exc:
+    except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         st.error(describe(exc))
         ss[K.exp] = ss[K.loaded] = ""
 
@@ -285,7 +285,7 @@ current: core.Experiment | None = None
 if ss[K.exp]:
     try:
         current = db.load(ss[K.exp])
-    except PlaygroundError as exc:
+    except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         st.error(describe(exc))
         ss[K.exp] = ""
 st.text_input("Experiment name", key=K.name)
@@ -336,7 +336,7 @@ with t_upload:
         try:
             records = core.parse_upload(up.name, up.getvalue())
             core.rows_from_records(records)  # the row limit
-        except PlaygroundError as exc:
+        except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
             st.error(describe(exc))
         else:
             file_cols = list(dict.fromkeys(k for r in records for k in r))
@@ -356,7 +356,7 @@ if ss[K.input_msg]:
 rows: tuple[core.InputRow, ...] = ()
 try:
     rows = core.rows_from_records([{c: r.get(c, "") for c in columns} for r in table], reference_column=REF)
-except PlaygroundError as exc:
+except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
     st.error(describe(exc))
 empty = [f"row {i + 1} ({', '.join(k for k, v in r.values.items() if v == '')})"
          for i, r in enumerate(rows) if any(v == "" for v in r.values.values())]
@@ -422,7 +422,7 @@ if save_clicked:
                                    "rerun": f"Saved as a new experiment (a rerun of `{exp.parent_id}`, "
                                             f"{reused} unchanged output(s) reused)."}[action])
         st.rerun()
-    except PlaygroundError as exc:
+    except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         live.error(describe(exc))
 
 if run_clicked:
@@ -438,7 +438,7 @@ if run_clicked:
         if exp.has_reference:
             try:
                 embedder = cache.embedder(DEFAULT_EMBEDDER)
-            except PlaygroundError as exc:
+            except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
                 now.warning(f"No embedding similarity this time: {describe(exc)}")
 
         def on_cell(cell: core.Cell, done: int, total: int) -> None:
@@ -458,9 +458,6 @@ if run_clicked:
                                                f"{reused} unchanged output(s) reused."}[action]
         failed = f", {report.failed} failed (see the grid)" if report.failed else ""
         ss[K.flash] = ("success", f"Generated {report.generated} output(s) in {report.seconds:.1f} s{failed}.{how}")
-        st.rerun()
-    except PlaygroundError as exc:
-        ss[K.flash] = ("error", describe(exc))
         st.rerun()
     except Exception as exc:  # noqa: BLE001 - shown, never a traceback
         ss[K.flash] = ("error", describe(exc))
@@ -563,7 +560,7 @@ with j_tab:
                            ss[K.judge_model], db,
                            on_verdict=lambda v, i, n: bar.progress(i / n, text=f"{i} of {n} verdicts"))
             st.success(f"{len(exp.verdicts)} verdict(s) saved.")
-        except PlaygroundError as exc:
+        except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
             st.error(describe(exc))
     view.verdicts_table(exp)
 
