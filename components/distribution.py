@@ -10,7 +10,6 @@ import html
 
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
-from plotly.subplots import make_subplots
 
 from playground.stepping import NextTokenView, Sweep, Walk
 
@@ -68,37 +67,49 @@ def _bar_traces(v: NextTokenView, show_legend: bool = True) -> list[go.BaseTrace
 
 def top_tokens(v: NextTokenView, title: str | None = None, height: int | None = None) -> go.Figure:
     """Horizontal bars of the top tokens: survivors renormalised, dropped ones greyed."""
-    fig = go.Figure(_bar_traces(v))
     top = max([r.p_after if r.kept else r.p_before for r in v.rows] + [r.p_before for r in v.rows] + [1e-9])
-    fig.update_layout(
+    # the layout goes in whole at construction: update_layout costs as much as the rest of a re-render
+    return go.Figure(data=_bar_traces(v), layout=dict(
         title=title, height=height or max(260, 24 * len(v.rows) + 110), margin=dict(l=10, r=40, t=40 if title else 10, b=10),
         xaxis=dict(title="probability", tickformat=".0%", range=[0, min(1.0, top * 1.25)]),
         yaxis=dict(autorange="reversed", automargin=True),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0), bargap=0.25,
-    )
-    return fig
+    ))
 
 
 def temperatures(views: list[tuple[float, NextTokenView]], height: int | None = None) -> go.Figure:
-    """One panel per temperature over the same logits, sharing the token axis."""
-    k = len(views)
-    titles = [f"T = {t:g}" + (" (greedy)" if t == 0 else "") + f"<br><sup>{v.entropy_bits:.2f} bits, "
-              f"{v.n_kept:,} kept</sup>" for t, v in views]
-    fig = make_subplots(rows=1, cols=k, shared_yaxes=True, subplot_titles=titles, horizontal_spacing=0.035)
-    for i, (_, v) in enumerate(views, start=1):
-        for tr in _bar_traces(v, show_legend=(i == 1)):
+    """One panel per temperature over the same logits, sharing the token axis.
+
+    The panels are laid out by hand (x-axis domains over one shared y-axis): plotly's
+    make_subplots costs more than the whole re-render otherwise.
+    """
+    k = max(len(views), 1)
+    gap = 0.035
+    width = (1 - gap * (k - 1)) / k
+    traces, layout, annotations = [], {}, []
+    for i, (t, v) in enumerate(views):
+        axis = "x" if i == 0 else f"x{i + 1}"
+        lo = i * (width + gap)
+        for tr in _bar_traces(v, show_legend=(i == 0)):
             if isinstance(tr, go.Bar):  # narrow panels: label only the bars that can be read
                 tr.text = [pct(p) if p >= 0.01 else "" for p in tr.x]
-            fig.add_trace(tr, row=1, col=i)
-        fig.update_xaxes(range=[0, 1.0], tickvals=[0, 0.5, 1], ticktext=["0", "50%", "100%"], row=1, col=i)
+                tr.textfont = dict(size=10)
+            tr.xaxis = axis
+            traces.append(tr)
+        layout["xaxis" if i == 0 else f"xaxis{i + 1}"] = dict(
+            domain=[lo, lo + width], range=[0, 1.0], tickvals=[0, 0.5, 1], ticktext=["0", "50%", "100%"], anchor="y")
+        annotations.append(dict(
+            x=lo + width / 2, y=1.0, xref="paper", yref="paper", yanchor="bottom", showarrow=False,
+            text=f"T = {t:g}" + (" (greedy)" if t == 0 else "")
+                 + f"<br><sup>{v.entropy_bits:.2f} bits, {v.n_kept:,} kept</sup>", font=dict(size=14),
+        ))
     n = max((len(v.rows) for _, v in views), default=1)
-    fig.update_yaxes(autorange="reversed", automargin=True)
-    fig.update_traces(textfont_size=10, selector=dict(type="bar"))
-    fig.update_layout(
+    layout.update(
         height=height or max(300, 22 * n + 170), margin=dict(l=10, r=10, t=100, b=10), bargap=0.2,
-        legend=dict(orientation="h", yanchor="bottom", y=1.12, xanchor="left", x=0),
+        yaxis=dict(autorange="reversed", automargin=True), annotations=annotations,
+        legend=dict(orientation="h", yanchor="bottom", y=1.14, xanchor="left", x=0),
     )
-    return fig
+    return go.Figure(data=traces, layout=layout)
 
 
 def prob_colour(p: float) -> str:
@@ -165,20 +176,20 @@ def walk_steps(walk: Walk) -> go.Figure:
 def sweep_chart(sw: Sweep) -> go.Figure:
     """Mean log-probability (left axis) and distinct-1 / distinct-2 (right axis) against temperature."""
     ts = [p.temperature for p in sw.points]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig = go.Figure()
     fig.add_trace(go.Scatter(
         x=ts, y=[p.mean_logprob for p in sw.points], mode="lines+markers", name="mean log-probability (per token)",
-        line=dict(color=KEPT, width=3),
-        hovertemplate="T = %{x}<br>mean log-prob %{y:.3f}<extra></extra>",
-    ), secondary_y=False)
+        line=dict(color=KEPT, width=3), hovertemplate="T = %{x}<br>mean log-prob %{y:.3f}<extra></extra>",
+    ))
     for name, key, dash in (("distinct-1", "distinct_1", "dot"), ("distinct-2", "distinct_2", "dash")):
         fig.add_trace(go.Scatter(
-            x=ts, y=[getattr(p, key) for p in sw.points], mode="lines+markers", name=name,
+            x=ts, y=[getattr(p, key) for p in sw.points], mode="lines+markers", name=name, yaxis="y2",
             line=dict(color="#2a9d8f", dash=dash), hovertemplate=f"T = %{{x}}<br>{name} %{{y:.2f}}<extra></extra>",
-        ), secondary_y=True)
-    fig.update_xaxes(title_text="temperature", tickvals=ts)
-    fig.update_yaxes(title_text="mean log-probability (nats)", secondary_y=False)
-    fig.update_yaxes(title_text="distinct n-grams / all", range=[0, 1.05], secondary_y=True)
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+        ))
+    fig.update_layout(
+        height=340, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+        xaxis=dict(title="temperature", tickvals=ts),
+        yaxis=dict(title="mean log-probability (nats)"),
+        yaxis2=dict(title="distinct n-grams / all", range=[0, 1.05], overlaying="y", side="right", showgrid=False),
+    )
     return fig

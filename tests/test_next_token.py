@@ -72,7 +72,8 @@ def test_greedy_walk_of_32_steps_equals_model_generate(smollm2):
     lm = smollm2
     prompt = stp.make_prompt(lm.tokenizer, PROMPT, use_chat_template=False)
     before = inspect.FORWARD_PASSES
-    walk = stp.greedy_walk(lm, prompt.ids, 32)
+    cache = stp.LogitsCache(max_entries=64)
+    walk = stp.greedy_walk(lm, prompt.ids, 32, cache=cache)
     assert inspect.FORWARD_PASSES - before == 32  # one forward pass per new token
     ids = torch.tensor([list(prompt.ids)])
     ref = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False)
@@ -80,10 +81,11 @@ def test_greedy_walk_of_32_steps_equals_model_generate(smollm2):
     assert len(walk.steps) == 32 and all(s.rank == 1 and s.how == "greedy" for s in walk.steps)
     # undo and reset give back earlier walks, and the text form round-trips through replay
     assert walk.undo().token_ids == walk.token_ids[:-1] and walk.reset().steps == ()
-    cache = stp.LogitsCache(max_entries=64)
+    before = inspect.FORWARD_PASSES
     again = stp.replay(lm.spec.id, prompt.ids, stp.parse_walk(walk.to_param()), lambda i: cache.get(lm, i),
                        lm.tokenizer, SamplingSettings())
     assert again.token_ids == walk.token_ids
+    assert inspect.FORWARD_PASSES == before  # every prefix was cached: a replay runs nothing
     assert [s.p_model for s in again.steps] == pytest.approx([s.p_model for s in walk.steps], abs=1e-6)
 
 
