@@ -172,7 +172,7 @@ def kl_positions_figure(r: VariantReport) -> go.Figure:
             continue
         fig.add_trace(go.Scatter(x=list(range(len(v.kl))), y=list(v.kl), mode="lines+markers", name=v.precision,
                                  line=dict(color=colours.get(v.precision)),
-                                 customdata=ticks, hovertemplate="after %{customdata!r}<br>KL %{y:.4f} nats<extra>%{fullData.name}</extra>"))
+                                 customdata=ticks, hovertemplate="after “%{customdata}”<br>KL %{y:.4f} nats<extra>%{fullData.name}</extra>"))
     fig.update_layout(height=300, margin=dict(t=30, b=10, l=10, r=10), xaxis_title="position in the text",
                       yaxis_title="KL(p_fp32 ‖ p_variant), nats", title=dict(text="Where each variant departs from fp32",
                                                                           font=dict(size=13)))

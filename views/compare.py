@@ -321,19 +321,18 @@ with tab_hub:
     status = hub.status()
     cached = hub.cached_hub_models()
     if not status.reachable:
-        st.warning(f"No Hub access: {status.message}", icon=":material/cloud_off:")
+        st.warning(f"No Hub access, so the Hub cannot be searched. {status.message}", icon=":material/cloud_off:")
     else:
         st.caption(status.message)
-    q, s, b = st.columns([3, 2, 1], vertical_alignment="bottom")
-    q.text_input("Search text-generation models by name", key=K.hub_query, placeholder="e.g. llama, qwen, smol",
-                 disabled=not status.reachable)
-    s.radio("Sort by", ["downloads", "likes"], key=K.hub_sort, horizontal=True, disabled=not status.reachable)
-    if b.button("Search", key=K.hub_search, disabled=not status.reachable, icon=":material/search:"):
-        try:
-            st.session_state[K.hub_found] = hub.search(st.session_state[K.hub_query], st.session_state[K.hub_sort], limit=20)
-        except PlaygroundError as exc:
-            st.session_state[K.hub_found] = []
-            st.error(describe(exc))
+        q, s, b = st.columns([3, 2, 1], vertical_alignment="bottom")
+        q.text_input("Search text-generation models by name", key=K.hub_query, placeholder="e.g. llama, qwen, smol")
+        s.radio("Sort by", ["downloads", "likes"], key=K.hub_sort, horizontal=True)
+        if b.button("Search", key=K.hub_search, icon=":material/search:"):
+            try:
+                st.session_state[K.hub_found] = hub.search(st.session_state[K.hub_query], st.session_state[K.hub_sort], limit=20)
+            except PlaygroundError as exc:
+                st.session_state[K.hub_found] = []
+                st.error(describe(exc))
     if st.session_state.get(K.hub_message):
         st.success(st.session_state.pop(K.hub_message))
     found = st.session_state.get(K.hub_found)
