@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import cache, state
+from components import cache, pickers, state
 from components.format import human_bytes, human_count
 from playground import loading
 from playground.errors import PlaygroundError, describe
-from playground.registry import get_model, list_models
-
-
-def _label(model_id: str) -> str:
-    try:
-        spec = get_model(model_id)
-    except PlaygroundError:
-        return model_id
-    where = "bundled" if spec.source == "bundled" else "Hub"
-    return f"{spec.label} ({where})"
+from playground.registry import get_model
 
 
 def _use_hub_id() -> None:
@@ -29,13 +20,6 @@ def _use_hub_id() -> None:
         return
     st.session_state.pop("sidebar_hub_error", None)
     st.session_state[state.MODEL] = spec.id
-
-
-def catalogue_ids() -> list[str]:
-    try:
-        return [s.id for s in list_models(include_variants=True)]
-    except Exception:  # noqa: BLE001 - a broken HF cache must not break the sidebar
-        return [s.id for s in list_models(include_variants=True, include_cached_hub=False)]
 
 
 def facts_markdown(f: loading.ModelFacts) -> str:
@@ -58,7 +42,7 @@ def facts_markdown(f: loading.ModelFacts) -> str:
 def render() -> str:
     """Draw the sidebar; return the picked model id."""
     state.init_shared()
-    options = catalogue_ids()
+    options = [s.id for s in pickers.catalogue()]
     current = st.session_state[state.MODEL]
     try:
         get_model(current)
@@ -67,7 +51,7 @@ def render() -> str:
     if current not in options:
         options.append(current)
     with st.sidebar:
-        st.selectbox("Model", options, format_func=_label, key=state.MODEL,
+        st.selectbox("Model", options, format_func=pickers.label, key=state.MODEL,
                      help="Bundled models work offline. bf16 and int8 are precision variants of the same weights.")
         with st.expander("Any Hugging Face model"):
             st.text_input("Hub id", key=state.HUB_ID, placeholder="owner/name")
@@ -96,3 +80,8 @@ def render() -> str:
                 st.error(describe(exc))
     state.to_url({state.MODEL: "model"})
     return st.session_state[state.MODEL]
+
+
+def catalogue_ids() -> list[str]:
+    """Every catalogue id (see components.pickers)."""
+    return [s.id for s in pickers.catalogue()]
