@@ -89,7 +89,8 @@ def records_of(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Editor rows back to plain dicts (empty cells -> '')."""
     out = []
     for rec in df.to_dict("records"):
-        out.append({str(k): ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in rec.items()})
+        out.append({str(k): ("" if v is None or (not isinstance(v, (list, dict)) and pd.isna(v)) else v)
+                    for k, v in rec.items()})
     return out
 
 
@@ -124,8 +125,7 @@ def checks_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """The checks editor's table: kind, value, min, max, unit (min / max as nullable integers)."""
     df = pd.DataFrame(list(records), columns=["kind", "value", "min", "max", "unit"])
     for col in ("min", "max"):
-        df[col] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
-                            for v in df[col]], dtype="Int64")
+        df[col] = pd.array([None if (v is None or pd.isna(v) or v == "") else int(v) for v in df[col]], dtype="Int64")
     for col in ("kind", "value", "unit"):
         df[col] = df[col].astype(object).where(df[col].notna(), "")
     return df

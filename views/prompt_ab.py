@@ -37,6 +37,7 @@ class K:
     input_msg = "ab_input_msg"
     checks = "ab_checks"
     checks_ver = "ab_checks_ver"
+    checks_current = "ab_checks_current"  # the checks table as last edited
     models = "ab_models"
     max_tokens = "ab_max_tokens"
     temperature = "ab_temperature"
@@ -60,6 +61,7 @@ class K:
     judge_tokens = "ab_judge_tokens"
     judge_run = "ab_judge_run"
     rubric = "ab_rubric"
+    tab = "ab_tab"
 
     @staticmethod
     def tpl(part: str, i: int) -> str:
@@ -111,7 +113,7 @@ def defaults() -> dict:
     d = {
         K.exp: "", K.loaded: "", K.name: "Short answers vs full sentences", K.n: 2,
         K.rows: [dict(r) for r in EXAMPLE_ROWS], K.current: None, K.cols: None, K.table_ver: 0,
-        K.paste: "", K.input_msg: None, K.checks: view.check_records(EXAMPLE_CHECKS), K.checks_ver: 0,
+        K.paste: "", K.input_msg: None, K.checks: view.check_records(EXAMPLE_CHECKS), K.checks_ver: 0, K.checks_current: None,
         K.models: [default_model()], K.max_tokens: 24, K.temperature: 0.0, K.chat: True, K.gen_extra: {},
         K.confirm: False, K.flash: None, K.blind: True, K.judge_model: DEFAULT_CHAT_MODEL, K.judge_tokens: 48,
         K.rubric: core.DEFAULT_RUBRIC, K.show_prompt: False,
@@ -125,6 +127,42 @@ def store() -> core.ExperimentStore:
     return cache.experiment_store()
 
 
+# --- widget values that outlive a cut-short run ----------------------------------------------------
+
+KEPT = [K.name, K.n, *[K.tpl(part, i) for part in ("fmt", "sys", "tpl") for i in range(4)], K.paste, K.models,
+        K.max_tokens, K.temperature, K.chat, K.confirm, K.blind, K.judge_model, K.judge_tokens, K.rubric]
+
+
+def _editor_key(kind: str) -> str:
+    return f"ab_{kind}_{st.session_state[K.table_ver if kind == 'table' else K.checks_ver]}"
+
+
+def restore_kept() -> None:
+    """Streamlit drops a widget's value when a run is cut short before the widget is drawn (a click
+    while the page is still loading) and when another page is shown; bring each back from its copy.
+    An editor whose state was dropped is rebuilt from the rows it last showed."""
+    ss = st.session_state
+    for k in KEPT:
+        if k not in ss and f"_kept_{k}" in ss:
+            ss[k] = ss[f"_kept_{k}"]
+    for kind, base, last, ver in (("table", K.rows, K.current, K.table_ver), ("checks", K.checks, K.checks_current,
+                                                                             K.checks_ver)):
+        if ver in ss and _editor_key(kind) not in ss and ss.get(last) is not None:
+            if kind == "table":
+                ss[base] = [{**(ss[base][i] if i < len(ss[base]) else {}), **r} for i, r in enumerate(ss[last])]
+            else:
+                ss[base] = ss[last]
+            ss[last] = None
+            ss[ver] += 1
+
+
+def save_kept() -> None:
+    ss = st.session_state
+    for k in KEPT:
+        if k in ss:
+            ss[f"_kept_{k}"] = ss[k]
+
+
 # --- callbacks: they run before the page, so they may set widget values -------------------------
 
 def fill_widgets(exp: core.Experiment) -> None:
@@ -136,7 +174,7 @@ def fill_widgets(exp: core.Experiment) -> None:
     ss[K.rows] = [{**{k: str(x) for k, x in r.values.items()}, REF: r.reference or ""} for r in exp.rows]
     ss[K.current], ss[K.cols] = None, None
     ss[K.table_ver] += 1
-    ss[K.checks] = view.check_records(exp.checks)
+    ss[K.checks], ss[K.checks_current] = view.check_records(exp.checks), None
     ss[K.checks_ver] += 1
     g = exp.settings.generation
     ss[K.models] = list(exp.settings.model_ids)
@@ -218,6 +256,7 @@ def on_vote(exp_id: str, row: int, a: core.Arm, b: core.Arm, choice: str, blind:
 # --- the page -----------------------------------------------------------------------------------
 
 ss = st.session_state
+restore_kept()
 state.init(defaults(), {K.exp: "exp"})
 try:
     db = store()
@@ -230,6 +269,7 @@ if ss[K.exp] and ss[K.exp] != ss[K.loaded]:  # a link to an experiment
     except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         st.error(describe(exc))
         ss[K.exp] = ss[K.loaded] = ""
+save_kept()
 
 st.title("Prompt A/B")
 st.write(
@@ -373,6 +413,7 @@ st.caption("Run on every output. Add a row for each check; a row without a kind 
 checks_df = st.data_editor(view.checks_frame(ss[K.checks]), key=f"ab_checks_{ss[K.checks_ver]}", num_rows="dynamic",
                            hide_index=True, column_config=view.CHECK_COLUMNS, placeholder="")
 checks, check_problems = view.checks_of(checks_df)
+ss[K.checks_current] = view.records_of(checks_df)
 for p in check_problems:
     st.warning(p)
 
@@ -478,7 +519,8 @@ if exp.spec() != core.Experiment(exp.name, tuple(variants), rows, settings).spec
     st.caption("The templates, inputs or settings above differ from this run's: **Run** saves a rerun as a new "
                "experiment and reuses the outputs that did not change.")
 
-g_tab, v_tab, j_tab, s_tab, e_tab = st.tabs(["Grid", "Vote", "Judge", "Summary", "Saved & export"])
+g_tab, v_tab, j_tab, s_tab, e_tab = st.tabs(["Grid", "Vote", "Judge", "Summary", "Saved & export"], key=K.tab,
+                                            on_change="rerun")  # keyed: the open tab survives a vote's rerun
 with g_tab:
     view.grid(exp, key="ab_grid")
     cells = view.cell_options(exp)
@@ -523,9 +565,11 @@ with v_tab:
         view.inputs(exp.rows[row])
         ca, cb = st.columns(2)
         with ca:
-            view.output_box("A" if blind else f"A · {exp.arm_label(shown_a)}", exp.cell(row, shown_a).output, "#6c4cf5")
+            view.output_box("A" if blind else f"A · template {exp.arm_label(shown_a)}", exp.cell(row, shown_a).output,
+                            "#6c4cf5")
         with cb:
-            view.output_box("B" if blind else f"B · {exp.arm_label(shown_b)}", exp.cell(row, shown_b).output, "#94a3b8")
+            view.output_box("B" if blind else f"B · template {exp.arm_label(shown_b)}", exp.cell(row, shown_b).output,
+                            "#94a3b8")
         buttons = st.columns(4)
         for col, choice in zip(buttons, core.VOTE_CHOICES, strict=True):
             col.button(view.CHOICE_LABELS[choice], key=f"ab_vote_{choice.replace(' ', '_')}", width="stretch",
