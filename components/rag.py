@@ -110,9 +110,20 @@ def length_histogram(chunks: Sequence[Chunk], max_tokens: int, size: int, unit: 
 
 # --- retrieved passages -----------------------------------------------------------------------------
 
+def marked_terms(query_terms: Sequence[str]) -> list[str]:
+    """The query terms worth marking: common English words are left out unless they are Python keywords
+    ("with", "if", "in" stay). Display only: retrieval uses every term (BM25's IDF weighs them)."""
+    import keyword
+
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    keep = set(keyword.kwlist) | set(keyword.softkwlist)
+    return [t for t in query_terms if t in keep or t not in ENGLISH_STOP_WORDS]
+
+
 def _highlight(text: str, query_terms: Sequence[str]) -> str:
     out, last = [], 0
-    for a, b in highlight_spans(text, query_terms):
+    for a, b in highlight_spans(text, marked_terms(query_terms)):
         out.append(html.escape(text[last:a]))
         out.append(f"<mark>{html.escape(text[a:b])}</mark>")
         last = b
@@ -199,7 +210,7 @@ def pca_figure(p: Projection, question: str = "") -> go.Figure:
         d = df[df["source"] == src]
         fig.add_trace(go.Scattergl(
             x=d["x"], y=d["y"], mode="markers", name=src, legendgroup=src,
-            marker=dict(size=6, color=SOURCE_COLOURS[i % len(SOURCE_COLOURS)], opacity=0.55),
+            marker=dict(size=6 if len(df) > 300 else 9, color=SOURCE_COLOURS[i % len(SOURCE_COLOURS)], opacity=0.6),
             customdata=d[["source", "position", "text"]].values,
             hovertemplate="<b>%{customdata[0]}</b> · chunk %{customdata[1]}<br>%{customdata[2]}<extra></extra>",
         ))
@@ -235,9 +246,10 @@ def budget_figure(plan: PromptPlan) -> go.Figure:
                                 ("free", free, "#e5e7eb")):
         fig.add_trace(go.Bar(y=["context window"], x=[value], name=f"{name}: {value:,}", orientation="h",
                              marker_color=colour, hovertemplate=f"{name}: {value:,} tokens<extra></extra>"))
-    fig.update_layout(barmode="stack", height=120, margin=dict(l=10, r=10, t=10, b=10),
+    fig.update_layout(barmode="stack", height=150, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis=dict(range=[0, plan.context_window], title=f"tokens (window {plan.context_window:,})"),
-                      legend=dict(orientation="h", y=-0.9), yaxis=dict(showticklabels=False))
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0, font=dict(size=11)),
+                      yaxis=dict(showticklabels=False))
     return fig
 
 

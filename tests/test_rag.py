@@ -496,3 +496,133 @@ def test_saved_setups_survive_a_restart(tmp_path):
         setups.save("  ", s, db)
     with pytest.raises(InputError, match="top_k is 0"):
         Setup.from_dict({**s.to_dict(), "retrieval": {**s.to_dict()["retrieval"], "top_k": 0}})
+
+
+# --- the page ------------------------------------------------------------------------------------------
+
+PAGE = "views/rag.py"
+PAGE_TOPICS = "assert,pass,global,nonlocal,yield,with"
+
+
+def _htmls(at) -> str:
+    return "\n".join(h.proto.body for h in at.get("html"))
+
+
+def _fine(at) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_page_end_to_end_sample_corpus_index_ask_ab_evaluate():
+    from tests.conftest import app_test, texts
+
+    at = app_test(PAGE, query={"topics_mode": "Choose topics", "topics": PAGE_TOPICS, "max_new": "24"}, timeout=600)
+    _fine(at)
+    assert at.title[0].value == "RAG builder"
+    assert [m.value for m in at.metric][:2] == ["6", f"{sum(len(d.text) for d in documents.sample_corpus(PAGE_TOPICS.split(','))):,}"]
+    assert 'class="ragv"' in _htmls(at) and "The &quot;assert&quot; statement" in _htmls(at)  # chunks over the source
+    n_chunks = int(at.metric[3].value)
+    assert n_chunks >= 15
+    assert any("Index the chunks" in i.value for i in at.info)
+
+    at.button(key="rag_index").click().run()  # index, with progress
+    _fine(at)
+    assert f"**{n_chunks} of these {n_chunks} chunks**" in texts(at)
+    passages = _htmls(at)
+    assert 'id="rag-a-passage-1"' in passages and "dense #1" in passages
+    assert passages.index('<span class="src">assert</span>') < passages.index('id="rag-a-passage-2"')  # assert ranks first
+    assert "<mark>optimization</mark>" in passages
+    prompt_tokens = int(at.metric[-2].value.replace(",", ""))
+    assert 200 < prompt_tokens < 8192 and at.metric[-1].value == "5 of 5"
+
+    at.button(key="rag_answer").click().run()  # the answer streams, with citations
+    _fine(at)
+    assert 'class="raganswer"' in _htmls(at)
+    assert "tokens/s" in texts(at) and ("cites no passage" in texts(at) or "**[1]**" in texts(at) or "→ `" in texts(at))
+
+    at.number_input(key="rag_window").set_value(prompt_tokens + 24 - 100).run()  # a smaller window: the cut rule at work
+    _fine(at)
+    assert any("lowest-ranked passage(s) cut to fit" in w.value for w in at.warning)
+    assert "cut from the prompt" in _htmls(at)
+    at.number_input(key="rag_window").set_value(8192).run()
+
+    at.number_input(key="rag_b_chunk_size").set_value(250).run()  # A/B: B cuts smaller chunks and searches hybrid
+    at.number_input(key="rag_b_chunk_overlap").set_value(25).run()
+    at.button(key="rag_ab_run").click().run()
+    _fine(at)
+    shown = texts(at)
+    assert "**Overlap:**" in shown and "Shared sources:" in shown
+    assert "recursive 250/25 characters" in shown and "hybrid top-5" in shown
+    assert 'id="rag-b-passage-1"' in _htmls(at) and _htmls(at).count('class="raganswer"') >= 3
+
+    at.radio(key="rag_eval_source").set_value("Type questions").run()
+    at.text_area(key="rag_eval_text").set_value("What does the pass statement do? | pass\n"
+                                                "What is the value of __debug__? | assert\n"
+                                                "How do I rebind a name in an enclosing function? | nonlocal").run()
+    at.button(key="rag_eval_run").click().run()
+    _fine(at)
+    table = at.dataframe[0].value if len(at.dataframe) == 1 else next(d.value for d in at.dataframe if "MRR" in d.value.columns)
+    assert list(table["setup"]) == ["A", "B"] and all(0 <= v <= 1 for v in table["MRR"])
+
+    at.button(key="rag_index").click().run()  # indexing the same chunks again adds nothing
+    _fine(at)
+    assert f"0 chunks embedded and written" in texts(at) and f"{n_chunks} already there" in texts(at)
+    assert at.query_params["topics"] in (PAGE_TOPICS, [PAGE_TOPICS]) and at.query_params["b_size"] in ("250", ["250"])
+
+
+def test_page_bad_input_leaves_the_index_intact():
+    from tests.conftest import app_test, free_port, texts
+
+    at = app_test(PAGE, query={"topics_mode": "Choose topics", "topics": "pass,break"}, timeout=600)
+    _fine(at)
+    at.button(key="rag_index").click().run()
+    indexed = next(line for line in texts(at).splitlines() if "of these" in line)
+    at.radio(key="rag_store_mode").set_value("Qdrant server / cluster").run()
+    at.text_input(key="rag_url").set_value(f"http://127.0.0.1:{free_port()}").run()
+    assert not at.exception and any("does not answer" in e.value for e in at.error)
+    at.radio(key="rag_store_mode").set_value("Local (embedded, on disk)").run()
+    _fine(at)
+    assert indexed in texts(at)
+    at.radio(key="rag_docs_mode").set_value("Paste text").run()
+    assert any("Paste some text" in i.value for i in at.info)
+    at.text_area(key="rag_paste_text").set_value("   \n ").run()
+    assert any("Paste some text" in i.value for i in at.info) and not at.exception
+    at.radio(key="rag_docs_mode").set_value("Sample corpus").run()
+    at.text_area(key="rag_template").set_value("No placeholders here").run()
+    assert not at.exception and any("lacks {context}, {question}" in e.value for e in at.error)
+    at.text_area(key="rag_template").set_value("{context}\n\nQ: {question}").run()
+    _fine(at)
+    assert indexed in texts(at)
+    # save the setup; it is listed
+    at.text_input(key="rag_setup_name").set_value("two topics").run()
+    at.button(key="rag_setup_save").click().run()
+    _fine(at)
+    assert any("Saved the setup 'two topics'" in s.value for s in at.success)
+    assert "two topics" in at.selectbox(key="rag_setup_pick").options
+
+
+@pytest.mark.browser
+def test_page_in_chromium(app_url, page):
+    from components import cache
+    from tests.conftest import screenshot
+
+    cache.release_qdrant()  # local mode is one process per folder: hand the test store to the app server
+    page.goto(f"{app_url}/rag?topics_mode=Choose+topics&topics=assert,pass,global,yield&max_new=32")
+    page.get_by_role("heading", name="RAG builder").wait_for()
+    page.get_by_text("of these").first.wait_for()
+    index_button = page.get_by_role("button", name="Index these chunks")
+    if index_button.count():
+        index_button.click()
+    page.get_by_role("heading", name="4 · Retrieve").wait_for()
+    box = page.get_by_label("Question")
+    box.fill("What is the value of the built-in variable __debug__?")
+    box.press("Enter")
+    page.locator("#rag-a-passage-1").get_by_text("__debug__").first.wait_for()
+    page.get_by_role("button", name="Answer", exact=True).click()
+    page.get_by_text("tokens/s").first.wait_for()
+    assert page.locator(".raganswer").count() >= 1
+    assert "rag" in page.url.split("?")[0]
+    page.set_viewport_size({"width": 1400, "height": 2600})
+    page.get_by_role("heading", name="4 · Retrieve").scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    screenshot(page, "rag")

@@ -47,6 +47,7 @@ class K:
     docs_mode = "rag_docs_mode"
     topics_mode = "rag_topics_mode"
     topics = "rag_topics"
+    topics_text = "rag_topics_text"  # the picked topics, comma-joined, for the URL
     uploads = "rag_uploads"
     paste_name = "rag_paste_name"
     paste_text = "rag_paste_text"
@@ -164,13 +165,13 @@ def fail(exc: BaseException) -> None:
 
 GENERATORS = generators()
 EMBEDDERS = embedders()
-URL = {K.docs_mode: "docs", K.chunk_method: "chunker", K.chunk_size: "size", K.chunk_overlap: "overlap",
+URL = {K.docs_mode: "docs", K.topics_mode: "topics_mode", K.topics_text: "topics", K.chunk_method: "chunker", K.chunk_size: "size", K.chunk_overlap: "overlap",
        K.embedder: "embedder", K.distance: "distance", K.question: "q", K.method: "method", K.top_k: "k",
        K.threshold: "threshold", K.neighbours: "neighbours", K.generator: "answer_model", K.max_new: "max_new",
        K.b_method: "b_method", K.b_top_k: "b_k", K.b_chunk_method: "b_chunker", K.b_chunk_size: "b_size",
        K.b_chunk_overlap: "b_overlap"}
 state.init({
-    K.docs_mode: SAMPLE, K.topics_mode: ALL_TOPICS, K.paste_name: "notes", K.paste_text: "",
+    K.docs_mode: SAMPLE, K.topics_mode: ALL_TOPICS, K.topics_text: ",".join(DEFAULT_TOPICS), K.paste_name: "notes", K.paste_text: "",
     K.chunk_method: "recursive", K.chunk_size: CHUNK_DEFAULTS["recursive"][0], K.chunk_overlap: CHUNK_DEFAULTS["recursive"][1],
     K.percentile: 95, K.embedder: DEFAULT_EMBEDDER, K.distance: "cosine", K.store_mode: LOCAL, K.url: "", K.api_key: "",
     K.question: DEFAULT_QUESTION, K.method: "dense", K.top_k: 5, K.threshold: 0.0, K.neighbours: 0, K.show_space: True,
@@ -179,7 +180,11 @@ state.init({
     K.b_chunk_overlap: CHUNK_DEFAULTS["recursive"][1], K.b_neighbours: 0, K.ab_answers: True,
     K.eval_source: BUNDLED_SET, K.eval_text: EXAMPLE_QUESTIONS, K.eval_k: 5, K.setup_name: "",
 }, URL)
-state.init({K.topics: DEFAULT_TOPICS})
+if K.topics not in st.session_state:
+    wanted = [t.strip() for t in st.session_state[K.topics_text].split(",")]
+    st.session_state[K.topics] = [t for t in wanted if t in docs_core.sample_topics()] or DEFAULT_TOPICS
+if st.session_state[K.topics_mode] not in (ALL_TOPICS, SOME_TOPICS):
+    st.session_state[K.topics_mode] = ALL_TOPICS
 for key, options in ((K.docs_mode, [SAMPLE, UPLOAD, PASTE]), (K.chunk_method, list(CHUNK_METHODS)),
                      (K.b_chunk_method, list(CHUNK_METHODS)), (K.method, list(RETRIEVAL_METHODS)),
                      (K.b_method, list(RETRIEVAL_METHODS)), (K.distance, list(store.DISTANCES)),
@@ -317,6 +322,7 @@ if mode == SAMPLE:
              help="All topics take a minute or so to embed on a CPU; a few topics take seconds.")
     if st.session_state[K.topics_mode] == SOME_TOPICS:
         st.multiselect("Topics to load", docs_core.sample_topics(), key=K.topics)
+        st.session_state[K.topics_text] = ",".join(st.session_state[K.topics])
         documents = docs_core.sample_corpus(st.session_state[K.topics])
     else:
         documents = docs_core.sample_corpus()
@@ -468,8 +474,7 @@ with lock:
         fail(exc)
         st.stop()
 where = "the local store" if not url else url
-st.markdown(f"Collection **`{collection}`** in {where}: **{have:,} of these {len(chunks):,} chunks** are indexed "
-            f"({points:,} points in all).")
+status_line = st.empty()  # filled once indexing (if asked for) is done
 
 
 def run_index(spec: IndexSpec, docs: list[docs_core.Document], chunk_list, title: str):
@@ -498,6 +503,8 @@ if st.button("Index these chunks" if have < len(chunks) else "Index again (nothi
         st.session_state[K.index_report] = report
         have = len(chunks)
         points = report.points
+status_line.markdown(f"Collection **`{collection}`** in {where}: **{have:,} of these {len(chunks):,} chunks** are "
+                     f"indexed ({points:,} points in all).")
 report = st.session_state.get(K.index_report)
 if report is not None and report.collection == collection:
     st.caption(f"Last indexing: {report.added:,} chunks embedded and written ({report.chunks_per_second:.1f} chunks/s), "
