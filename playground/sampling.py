@@ -46,6 +46,7 @@ from playground.errors import InputError
 from playground.options import option, validate
 
 TOP_P_TOLERANCE = 1e-6  # mass within this of p counts as reaching p (float32 softmax rounding)
+TOP_P_CANDIDATES = 1024  # top-p sorts only this many tokens when they already hold p
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,22 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose mass reaches p, ties included. (..., V) -> (..., V)
 
-    p = 1 keeps all. The mass is measured in softmax(logits) (float64, so the cut does not
-    move with float32 summation order).
+    p = 1 keeps all. The mass is summed in float64 and divided by the total, so the cut does
+    not move with float32 rounding. Only the TOP_P_CANDIDATES most likely tokens are sorted
+    when they already hold p (nearly always); a full sort otherwise.
     """
     if not isinstance(p, (int, float)) or not (0 < p <= 1):
         raise InputError(f"top_p is {p}; it must be above 0 and at most 1 (1 keeps all).")
     if p >= 1.0:
         return logits
-    pr = torch.softmax(logits.double(), dim=-1)  # (..., V)
-    sorted_p = torch.sort(pr, dim=-1, descending=True).values  # (..., V)
-    before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass of the strictly more likely tokens
+    pr = torch.softmax(logits.float(), dim=-1)  # (..., V)
+    total = pr.double().sum(dim=-1, keepdim=True)  # (..., 1), 1 up to float32 rounding
+    k = min(TOP_P_CANDIDATES, pr.shape[-1])
+    sorted_p = torch.topk(pr, k, dim=-1).values  # (..., k), descending
+    if k < pr.shape[-1] and not bool((sorted_p.double().sum(-1, keepdim=True) / total >= p - TOP_P_TOLERANCE).all()):
+        sorted_p = torch.sort(pr, dim=-1, descending=True).values  # (..., V)
+    sp = sorted_p.double()
+    before = (torch.cumsum(sp, dim=-1) - sp) / total  # mass of the strictly more likely tokens
     keep_sorted = before < p - TOP_P_TOLERANCE  # a prefix: the set ends at the first token that reaches p
     keep_sorted[..., 0] = True
     n_keep = keep_sorted.sum(dim=-1, keepdim=True)  # (..., 1)
