@@ -348,17 +348,23 @@ def _same_vocabulary(a: LoadedModel, b: LoadedModel) -> None:
         )
 
 
+def _divergence(reference: LoadedModel, other: LoadedModel, ids: torch.Tensor, pieces: tuple[str, ...],
+                ref_logits: torch.Tensor) -> Divergence:
+    got = ref_logits if other is reference else forward(other, ids).logits  # (T, V)
+    assert got is not None
+    kl = kl_divergence(ref_logits, got)  # (T,)
+    match = ref_logits.argmax(-1) == got.argmax(-1)  # (T,)
+    return Divergence(reference.spec.id, other.spec.id, tuple(ids.tolist()), pieces,
+                      tuple(float(x) for x in kl), tuple(bool(x) for x in match))
+
+
 def divergence(reference: LoadedModel, other: LoadedModel, text: str, max_tokens: int = 512) -> Divergence:
     """Mean KL and top-1 agreement of `other` against `reference` over `text` (one forward pass each)."""
     _same_vocabulary(reference, other)
-    ids, pieces = _encode(reference, text, max_tokens)
+    ids, pieces = _encode(reference, text, max_tokens)  # (T,)
     ref = forward(reference, ids).logits  # (T, V)
-    got = forward(other, ids).logits  # (T, V)
-    assert ref is not None and got is not None
-    kl = kl_divergence(ref, got)  # (T,)
-    match = ref.argmax(-1) == got.argmax(-1)  # (T,)
-    return Divergence(reference.spec.id, other.spec.id, tuple(ids.tolist()), pieces,
-                      tuple(float(x) for x in kl), tuple(bool(x) for x in match))
+    assert ref is not None
+    return _divergence(reference, other, ids, pieces, ref)
 
 
 @dataclass(frozen=True)
@@ -414,7 +420,7 @@ def speed(lm: LoadedModel, prompt: str, new_tokens: int = 16) -> float:
 
 
 def variant_report(lms: Sequence[LoadedModel], text: str, speed_prompt: str | None = "The history of Paris",
-                   speed_tokens: int = 16, progress: Progress | None = None) -> VariantReport:
+                   speed_tokens: int = 16, progress: Progress | None = None, max_tokens: int = 512) -> VariantReport:
     """Size, memory, speed and divergence from fp32 of each precision in `lms` (one must be fp32)."""
     report = progress or (lambda f, m: None)
     refs = [lm for lm in lms if lm.spec.precision == "fp32"]
@@ -422,13 +428,17 @@ def variant_report(lms: Sequence[LoadedModel], text: str, speed_prompt: str | No
         raise InputError(f"The variants {[lm.spec.id for lm in lms]} include no fp32 model to compare against.")
     ref = refs[0]
     rows_: list[VariantRow] = []
-    steps = len(lms) * (2 if speed_prompt else 1)
-    done = 0
-    pieces: tuple[str, ...] = ()
+    for lm in lms:
+        _same_vocabulary(ref, lm)
+    steps = 1 + len(lms) * (2 if speed_prompt else 1)
+    report(0.0, f"{ref.spec.label}: the reference next-token distributions over the text")
+    ids, pieces = _encode(ref, text, max_tokens)  # (T,)
+    ref_logits = forward(ref, ids).logits  # (T, V), computed once for every variant
+    assert ref_logits is not None
+    done = 1
     for lm in lms:
         report(done / steps, f"{lm.spec.label}: next-token distributions over the text")
-        d = divergence(ref, lm, text)
-        pieces = d.pieces
+        d = _divergence(ref, lm, ids, pieces, ref_logits)
         done += 1
         tps = None
         if speed_prompt:
