@@ -165,7 +165,8 @@ def grid_frame(exp: Experiment) -> pd.DataFrame:
 
 def grid(exp: Experiment, key: str | None = None) -> None:
     df = grid_frame(exp)
-    config = {exp.arm_label(a): st.column_config.TextColumn(exp.arm_label(a), width="large") for a in exp.arms}
+    config = {exp.arm_label(a): st.column_config.TextColumn(exp.arm_label(a), help="the output; pick the cell under "
+                                                            "Cell details for all of it") for a in exp.arms}
     config["#"] = st.column_config.NumberColumn("#", width="small")
     st.dataframe(df, hide_index=True, column_config=config, key=key)
 

@@ -554,7 +554,7 @@ def test_prompt_ab_in_chromium(app_url, page):
     page.get_by_role("tab", name="Grid").click()
     page.set_viewport_size({"width": 1400, "height": 1500})
     page.get_by_role("heading", name="5 · Results").scroll_into_view_if_needed()
-    page.get_by_text("Cell details").wait_for()
+    page.get_by_role("tabpanel", name="Grid").get_by_text("Cell details").wait_for()
     page.get_by_text("Against the reference: exact match").wait_for()
     page.wait_for_timeout(1000)
     screenshot(page, "prompt-ab")
