@@ -273,6 +273,7 @@ def test_page_first_load_compare_and_perplexity(smollm2, monkeypatch):
         assert f"Stopped:** {run.metrics.finish_reason}" in shown
     assert "chat template · greedy · up to 6 tokens" in shown and "raw prompt (no chat template)" in shown
     assert len(at.get("plotly_chart")) >= 1
+    assert len(at.get("download_button")) == 2  # JSON and CSV of the comparison
     assert at.query_params["prompt"] in (["Name a colour."], "Name a colour.")
     assert at.query_params["models"] in (["smollm2-135m-instruct,gemma-3-270m"], "smollm2-135m-instruct,gemma-3-270m")
 
@@ -283,6 +284,23 @@ def test_page_first_load_compare_and_perplexity(smollm2, monkeypatch):
     assert metrics["SmolLM2 135M Instruct"] == f"{expected:,.2f}"
     assert "Gemma 3 270M (base)" in metrics
     assert any("rgba(220,38,38" in h.proto.body for h in at.get("html"))  # the surprisal colouring
+
+
+def test_page_setup_comes_from_the_url_and_bad_values_are_tamed():
+    at = app_test("views/compare.py", query={
+        "models": "gemma-3-270m,bogus,smollm2-135m-instruct:int8", "per_model": "true", "temp1": "0.7", "seed1": "5",
+        "max": "0", "temp": "9", "stop": "\\n\\n, User:", "sample": "nope",
+    })
+    assert not at.exception
+    assert at.multiselect(key="compare_models").value == ["gemma-3-270m", "smollm2-135m-instruct:int8"]
+    # per-model settings: column 1 from its own parameters, column 0 from the shared ones, brought into bounds
+    assert at.slider(key="compare_1_temperature").value == 0.7 and at.number_input(key="compare_1_seed").value == 5
+    assert at.slider(key="compare_0_temperature").value == 2.0 and at.number_input(key="compare_0_max_new_tokens").value == 1
+    assert at.text_input(key="compare_0_stop").value == "\\n\\n, User:"
+    assert at.selectbox(key="compare_ppl_sample").value == next(iter(core.SAMPLES))
+    at.slider(key="compare_1_temperature").set_value(1.2).run()
+    assert at.query_params["temp1"] in (["1.2"], "1.2") and at.query_params["models"] in (
+        ["gemma-3-270m,smollm2-135m-instruct:int8"], "gemma-3-270m,smollm2-135m-instruct:int8")
 
 
 def test_page_hub_browser_downloads_and_adds_a_model(hub_server, monkeypatch, tmp_path):

@@ -111,6 +111,21 @@ state.init(
     URL,
 )
 state.init({K.variant_text: core.SAMPLES["Encyclopedia prose"]})
+
+
+def keep_in_bounds(slot: str) -> None:
+    """A setting from a hand-edited URL outside its bounds is brought back inside (a slider would refuse it)."""
+    for name in ("max_new_tokens", "temperature", "top_p", "seed"):
+        b = bounds(GenerationSettings, name)
+        key = K.setting(slot, name)
+        st.session_state[key] = type(st.session_state[key])(min(max(st.session_state[key], b.lo), b.hi))
+
+
+keep_in_bounds("all")
+if st.session_state[K.ppl_sample] not in [*core.SAMPLES, OWN_TEXT]:
+    st.session_state[K.ppl_sample] = next(iter(core.SAMPLES))
+if st.session_state[K.hub_sort] not in ("downloads", "likes"):
+    st.session_state[K.hub_sort] = "downloads"
 if K.models not in st.session_state:
     wanted = [m.strip() for m in st.session_state[K.models_text].split(",") if m.strip()]
     st.session_state[K.models] = [m for m in wanted if m in options][: core.MAX_MODELS] or default_models()
@@ -202,6 +217,7 @@ with tab_run:
             slot = str(i)
             state.init({K.setting(slot, n): st.session_state[K.setting("all", n)] for n in SETTINGS},
                        {K.setting(slot, n): f"{SHORT[n]}{i}" for n in SETTINGS})
+            keep_in_bounds(slot)
             settings_widgets(slot, st.expander(f"Column {i + 1}: {label(mid)}", expanded=i == 0))
             slots.append(slot)
     else:
