@@ -9,7 +9,10 @@ and a walk grown to ~256 tokens) it times, as medians of --repeat runs:
   - rerender: the whole page script after moving the temperature slider (Streamlit AppTest:
               the router, the sidebar, every widget and plotly figure; not the browser's
               drawing), checked to run no forward pass;
-and prints each against the forward pass.
+and prints each against the forward pass. Everything runs in a worker thread, as a
+Streamlit script does, with OMP_WAIT_POLICY=PASSIVE unless set: on a shared 2-core
+machine OpenMP's spinning threads otherwise make every tensor operation many times slower
+and the figures say more about the other processes than about this page.
 
 Run: .venv/bin/python bench/bench_next_token.py [--repeat 5] [--threads N]
 The figures are in docs/bench-next-token.md.
@@ -22,10 +25,12 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -54,7 +59,7 @@ def main(repeat: int, threads: int | None) -> None:
     from playground.sampling import SamplingSettings
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f}; median of {repeat}")
+          f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), load average {os.getloadavg()[0]:.1f}; median of {repeat}")
     print(f"{'model':<24}{'prefix':>8}{'forward (ms)':>14}{'shape (ms)':>12}{'rerender (ms)':>15}"
           f"{'forward/shape':>15}{'forward/rerender':>18}")
     for model_id in ("smollm2-135m-instruct", "gemma-3-270m"):
@@ -97,4 +102,16 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     args = ap.parse_args()
-    main(args.repeat, args.threads)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            main(args.repeat, args.threads)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
