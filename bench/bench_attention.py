@@ -162,6 +162,7 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), no GPU; model {MODEL}; median of {args.repeat}")
+    print("load average at start (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(f"{'tokens':>6} {'stage':<8}{'time (s)':>10}{'x forward':>11}{'peak (MiB)':>12}{'x forward':>11}  notes")
     for n in args.tokens:
         base = None
@@ -181,6 +182,7 @@ def main() -> None:
                 notes = f"{r['json_bytes'] / 1e6:.1f} MB of figure JSON"
             print(f"{n:>6} {stage:<8}{r['seconds']:>10.3f}{rt:>10.1f}x{mib(r['peak_bytes']):>12}{rm:>10.1f}x  {notes}",
                   flush=True)
+    print("load average at end (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
