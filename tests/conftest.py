@@ -113,7 +113,7 @@ def app_url():
     log = open(ARTIFACTS / "streamlit-test.log", "w")
     proc = subprocess.Popen(
         [str(ROOT / ".venv/bin/streamlit"), "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
