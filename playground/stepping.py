@@ -329,7 +329,7 @@ def replay(model_id: str, prompt_ids: Sequence[int], choices: Sequence[tuple[int
 def greedy_walk(lm: LoadedModel, prompt_ids: Sequence[int], n: int, cache: LogitsCache | None = None,
                 stop_at_eos: bool = True) -> Walk:
     """`n` greedy steps, one forward pass each (what pressing "greedy" n times does)."""
-    cache = cache or LogitsCache(max_entries=2)
+    cache = LogitsCache(max_entries=2) if cache is None else cache  # an empty cache is falsy
     walk = Walk(lm.spec.id, tuple(int(i) for i in prompt_ids))
     eos = eos_ids(lm)
     for _ in range(n):
