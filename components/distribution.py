@@ -190,6 +190,7 @@ def sweep_chart(sw: Sweep) -> go.Figure:
         height=340, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
         xaxis=dict(title="temperature", tickvals=ts),
         yaxis=dict(title="mean log-probability (nats)"),
-        yaxis2=dict(title="distinct n-grams / all", range=[0, 1.05], overlaying="y", side="right", showgrid=False),
+        yaxis2=dict(title="distinct n-grams / all", range=[0, 1.05], overlaying="y", side="right", showgrid=False,
+                    tickmode="array", tickvals=[0, 0.25, 0.5, 0.75, 1.0]),
     )
     return fig

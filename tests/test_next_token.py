@@ -272,3 +272,8 @@ def test_next_token_page_in_chromium(app_url, page):
     page.get_by_text("T = 1.5").first.wait_for()
     page.wait_for_timeout(800)
     screenshot(page, "next-token")
+    page.get_by_role("button", name="Run the sweep").click()
+    page.get_by_text("batched model calls").first.wait_for()  # the finished status
+    wait_idle(page)
+    page.wait_for_timeout(800)
+    screenshot(page, "next-token-sweep")
