@@ -41,7 +41,8 @@ def test_info_reads_size_params_license_and_gated(hub_server):
     assert hub.model_info("tiny-org/gated-llama").gated
 
 
-def test_download_with_progress_then_generate_greedy_equals_model_generate(hub_server):
+def test_download_with_progress_then_generate_greedy_equals_model_generate(hub_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # a cache of its own: other tests may have downloaded it
     seen: list[float] = []
     folder = loading.prepare("tiny-org/tiny-llama", lambda f, m: seen.append(f))
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
@@ -74,7 +75,8 @@ def test_offline_uses_the_cache_and_says_when_not_cached(hub_server, monkeypatch
     assert loading.load_causal_lm("tiny-org/tiny-llama").num_layers == 2
 
 
-def test_gated_needs_a_token(hub_server, monkeypatch):
+def test_gated_needs_a_token(hub_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(GatedModelError, match="HF_TOKEN"):
         loading.prepare("tiny-org/gated-llama")
     monkeypatch.setenv("HF_TOKEN", GOOD_TOKEN)
