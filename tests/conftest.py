@@ -152,7 +152,7 @@ def browser():
 def page(browser):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     p = ctx.new_page()
-    p.set_default_timeout(90_000)
+    p.set_default_timeout(180_000)
     yield p
     ctx.close()
 
@@ -164,7 +164,7 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
-def wait_idle(page, timeout: float = 90_000) -> None:
+def wait_idle(page, timeout: float = 180_000) -> None:
     """Wait until Streamlit has finished running the script (no 'Running...' status widget)."""
     page.wait_for_timeout(300)
     page.wait_for_function(
