@@ -614,7 +614,7 @@ def test_page_in_chromium(app_url, page):
     if index_button.count():
         index_button.click()
     page.get_by_role("heading", name="4 · Retrieve").wait_for()
-    box = page.get_by_label("Question")
+    box = page.get_by_label("Question", exact=True)
     box.fill("What is the value of the built-in variable __debug__?")
     box.press("Enter")
     page.locator("#rag-a-passage-1").get_by_text("__debug__").first.wait_for()

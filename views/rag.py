@@ -261,7 +261,6 @@ def do_save() -> None:
         saved = setups_core.save(st.session_state[K.setup_name], current_setup())
         st.session_state[K.message] = f"Saved the setup {saved.name!r}."
     except PlaygroundError as exc:
-        st.session_state[K.message] = None
         st.session_state["rag_setup_error"] = describe(exc)
 
 

@@ -25,7 +25,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -567,7 +567,7 @@ class ABResult:
     b: Setup
     ra: Retrieval
     rb: Retrieval
-    overlap: Overlap = field(default=None)  # type: ignore[assignment]
+    overlap: Overlap
 
 
 def compare(client, embedders: tuple[Any, Any], question: str, a: Setup, b: Setup) -> ABResult:

@@ -305,9 +305,15 @@ def delete_points(client, name: str, ids: Sequence[str]) -> int:
 
 
 @guard("list the sources")
+def source_counts(client, name: str, limit: int = 100_000) -> dict[str, int]:
+    """{source: points} of a collection, by Qdrant's facet counts (a keyword index on a server)."""
+    res = client.facet(name, key="source", limit=limit, exact=True)
+    return {str(h.value): int(h.count) for h in res.hits}
+
+
 def sources(client, name: str) -> list[str]:
     """The distinct sources in a collection, sorted."""
-    return sorted({c.source for _, c, _ in scroll(client, name)})
+    return sorted(source_counts(client, name))
 
 
 def close(client) -> None:
