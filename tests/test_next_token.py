@@ -254,7 +254,8 @@ def test_page_link_replays_a_walk_side_by_side_with_gemma_and_runs_the_sweep(smo
 
 @pytest.mark.browser
 def test_next_token_page_in_chromium(app_url, page):
-    page.goto(f"{app_url}/next_token?top_p=0.8&temperature=0.9")  # the link sets two sliders
+    # the link sets two sliders and a small sweep
+    page.goto(f"{app_url}/next_token?top_p=0.8&temperature=0.9&n_samples=3&n_tokens=12")
     page.get_by_role("heading", name="Next token").first.wait_for()
     page.get_by_text("Tokens kept").first.wait_for()
     wait_idle(page)
@@ -273,7 +274,7 @@ def test_next_token_page_in_chromium(app_url, page):
     page.wait_for_timeout(800)
     screenshot(page, "next-token")
     page.get_by_role("button", name="Run the sweep").click()
-    page.get_by_text("batched model calls").first.wait_for()  # the finished status
+    page.get_by_text("batched model calls").first.wait_for(timeout=180_000)  # the finished status
     wait_idle(page)
     page.wait_for_timeout(800)
     screenshot(page, "next-token-sweep")
