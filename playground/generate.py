@@ -151,7 +151,8 @@ class Stream:
             attention_mask=torch.ones_like(self.input_ids),
             max_new_tokens=s.max_new_tokens,
             streamer=streamer,
-            pad_token_id=self.lm.tokenizer.pad_token_id or self.lm.tokenizer.eos_token_id,
+            pad_token_id=(self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None
+                          else self.lm.tokenizer.eos_token_id),
         )
         if s.temperature == 0:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
