@@ -17,8 +17,9 @@ so the bare baseline also calls `model.generate` in a fresh thread; the two then
 by the streamer, the queue and incremental decoding. This matters on a busy machine: with
 OpenMP's default active wait, torch calls made from the process's first (main) thread were
 measured up to 10x slower than the same calls from another thread while other processes held
-the cores (OMP_WAIT_POLICY=PASSIVE removes the difference). `--main-thread` also times the bare
-call from the main thread, to show it.
+the cores (OMP_WAIT_POLICY=PASSIVE removes the difference), and fp32 generation ran up to 9x
+faster after the process had made its first quantized tensor (the int8 load) than before it.
+`--main-thread` also times the bare call from the main thread.
 
 Run: .venv/bin/python bench/bench_compare.py [--tokens 32] [--rounds 5]
 The figures are in docs/bench-compare.md.
@@ -89,7 +90,11 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} at start")
     print(f"{MODEL}, greedy, raw prompt {PROMPT!r}, {n} new tokens, {rounds} rounds (medians)\n")
 
-    fp32 = load_causal_lm(MODEL)
+    # All three are loaded before anything is timed: loading int8 runs torch's quantization once,
+    # and on a busy machine that first quantization call was seen to change how fast fp32 then runs
+    # (OpenMP's active wait; see the module docstring), so every figure is taken after it.
+    lms = {"fp32": load_causal_lm(MODEL), "bf16": load_causal_lm(f"{MODEL}:bf16"), "int8": load_causal_lm(f"{MODEL}:int8")}
+    fp32 = lms["fp32"]
     # 1. app vs bare -------------------------------------------------------------------------
     bare(fp32, n), app(fp32, n)  # warm-up
     t_bare, t_app = [], []
@@ -111,7 +116,6 @@ def main() -> None:
     print()
 
     # 2. variants ------------------------------------------------------------------------------
-    lms = {"fp32": fp32, "bf16": load_causal_lm(f"{MODEL}:bf16"), "int8": load_causal_lm(f"{MODEL}:int8")}
     for lm in lms.values():
         app(lm, 4)  # warm-up
     times: dict[str, list[float]] = {p: [] for p in lms}
