@@ -318,11 +318,12 @@ def eval_questions(results: Sequence[EvalResult]) -> pd.DataFrame:
 
 def eval_figure(results: Sequence[EvalResult]) -> go.Figure:
     fig = go.Figure()
-    names = [f"{n}: {r.label}" for n, r in zip(("A", "B", "C", "D"), results)]
+    names = [f"setup {n}" for n, _ in zip(("A", "B", "C", "D"), results)]
     for metric, colour in (("recall", "#6c4cf5"), ("mrr", "#f59e0b")):
-        fig.add_trace(go.Bar(x=[n[:60] for n in names], y=[getattr(r, metric) for r in results],
+        fig.add_trace(go.Bar(x=names, y=[getattr(r, metric) for r in results], customdata=[r.label for r in results],
                              name=f"recall@{results[0].k}" if metric == "recall" else "MRR", marker_color=colour,
-                             text=[f"{getattr(r, metric):.2f}" for r in results], textposition="outside"))
+                             text=[f"{getattr(r, metric):.2f}" for r in results], textposition="outside",
+                             hovertemplate="%{x}: %{y:.3f}<br>%{customdata}<extra></extra>"))
     fig.update_layout(barmode="group", height=320, yaxis=dict(range=[0, 1.1], title="score"),
                       margin=dict(l=10, r=10, t=20, b=10))
     return fig
