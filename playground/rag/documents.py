@@ -112,8 +112,10 @@ def _pdf(name: str, data: bytes) -> Document:
         raise
     except FileNotDecryptedError as exc:
         raise InputError(f"{name} is encrypted with a password. Remove the password and upload it again.") from exc
-    except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except (PdfReadError, PdfStreamError) as exc:
         raise InputError(f"{name} is a corrupt PDF that cannot be read ({type(exc).__name__}: {exc}).") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged file can break the parser in many ways
+        raise InputError(f"{name} is a PDF that cannot be read ({type(exc).__name__}: {exc}); is it damaged?") from exc
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text:
         raise InputError(
