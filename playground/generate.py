@@ -187,20 +187,26 @@ class Stream:
         text_so_far = ""
         first: float | None = None
         tok = self.lm.tokenizer
-        while True:
-            item = streamer.q.get()
-            if item is None:
-                break
-            now = time.perf_counter() - start
-            if first is None:
-                first = now
-            ids.extend(item)
-            text = tok.decode(ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                continue
-            new = text[len(text_so_far):] if text.startswith(text_so_far) else text
-            text_so_far = text
-            yield Chunk(new, tuple(item), now)
+        finished = False
+        try:
+            while True:
+                item = streamer.q.get()
+                if item is None:
+                    break
+                now = time.perf_counter() - start
+                if first is None:
+                    first = now
+                ids.extend(item)
+                text = tok.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    continue
+                new = text[len(text_so_far):] if text.startswith(text_so_far) else text
+                text_so_far = text
+                yield Chunk(new, tuple(item), now)
+            finished = True
+        finally:
+            if not finished:  # the consumer stopped early (a page rerun): stop the worker too
+                self.cancel_event.set()
         thread.join()
         total = time.perf_counter() - start
         if self._error is not None:

@@ -9,6 +9,9 @@ the real one that scripts/setup.sh filled.
 from __future__ import annotations
 
 import os
+
+# Before torch is imported: OpenMP threads that spin while waiting make a busy machine crawl.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import shutil
 import signal
 import socket
