@@ -58,8 +58,8 @@ def _experiment_store(path: str):
 
 
 def experiment_store():
-    """The experiments database (SQLite under data_root()). The store keeps no open connection
-    (each call opens its own), so one object serves every session safely."""
+    """The experiments database (SQLite under data_root()). The store holds no data and each
+    call opens its own connection, so one object serves every session safely."""
     from playground.paths import data_root
 
     return _experiment_store(str(data_root() / "experiments.sqlite3"))
