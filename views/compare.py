@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import cache, state
+from components.pickers import generators, label
 from components import compare as view
 from components.format import human_bytes, human_count
 from components.models import require
@@ -14,7 +15,7 @@ from playground import hub, loading
 from playground.errors import PlaygroundError, describe
 from playground.generate import GenerationSettings
 from playground.options import bounds
-from playground.registry import DEFAULT_BASE_MODEL, DEFAULT_CHAT_MODEL, get_model, list_models, variants
+from playground.registry import DEFAULT_BASE_MODEL, DEFAULT_CHAT_MODEL, get_model, variants
 
 
 class K:
@@ -52,20 +53,8 @@ DEFAULT_SETTINGS = {"max_new_tokens": 32, "temperature": 0.0, "top_p": 1.0, "see
 OWN_TEXT = "Your own text"
 
 
-def generators() -> list[str]:
-    try:
-        specs = list_models(include_variants=True)
-    except Exception:  # noqa: BLE001 - a broken Hub cache must not break the page
-        specs = list_models(include_variants=True, include_cached_hub=False)
-    return [s.id for s in specs if s.can_generate]
 
 
-def label(model_id: str) -> str:
-    try:
-        spec = get_model(model_id)
-    except PlaygroundError:
-        return model_id
-    return f"{spec.label} ({'bundled' if spec.source == 'bundled' else 'Hub'})"
 
 
 def default_models() -> list[str]:

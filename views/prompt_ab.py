@@ -9,6 +9,9 @@ import dataclasses
 import streamlit as st
 
 from components import cache, state
+from components.pickers import default_generator as default_model
+from components.pickers import generators
+from components.pickers import label as model_label
 from components import experiments as view
 from components.models import load as load_model
 from playground import experiments as core
@@ -16,7 +19,7 @@ from playground.errors import PlaygroundError, describe
 from playground.generate import GenerationSettings
 from playground.options import bounds
 from playground.prompts import all_variables
-from playground.registry import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER, get_model, list_models
+from playground.registry import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
 
 
 class K:
@@ -85,28 +88,10 @@ EXAMPLE_CHECKS = [core.Check("length", hi=120), core.Check("not contains", "sorr
 MAX_TOKENS_CAP = 512  # the page's slider stops here; the core allows more
 
 
-def generators() -> list[str]:
-    try:
-        specs = list_models(include_variants=True)
-    except Exception:  # noqa: BLE001 - a broken Hub cache must not break the page
-        specs = list_models(include_variants=True, include_cached_hub=False)
-    return [s.id for s in specs if s.can_generate]
 
 
-def model_label(model_id: str) -> str:
-    try:
-        spec = get_model(model_id)
-    except PlaygroundError:
-        return model_id
-    return f"{spec.label} ({'bundled' if spec.source == 'bundled' else 'Hub'})"
 
 
-def default_model() -> str:
-    picked = state.current_model()
-    try:
-        return picked if get_model(picked).can_generate else DEFAULT_CHAT_MODEL
-    except PlaygroundError:
-        return DEFAULT_CHAT_MODEL
 
 
 def defaults() -> dict:

@@ -9,6 +9,7 @@ from dataclasses import replace
 import streamlit as st
 
 from components import cache, state
+from components.pickers import default_generator, generators, label
 from components import rag as view
 from components.models import require
 from playground import hub
@@ -40,7 +41,7 @@ from playground.rag.pipeline import (
 )
 from playground.rag.retrieval import METHODS as RETRIEVAL_METHODS
 from playground.rag.retrieval import RetrievalSettings, retrieve
-from playground.registry import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER, get_model, list_models
+from playground.registry import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER, list_models
 
 
 class K:
@@ -113,12 +114,6 @@ DEFAULT_TOPICS = ["assert", "break", "class", "for", "global", "nonlocal", "pass
 EXAMPLE_QUESTIONS = "What does the pass statement do? | pass\nHow do I declare a module-level variable in a function? | global"
 
 
-def generators() -> list[str]:
-    try:
-        specs = list_models(include_variants=True)
-    except Exception:  # noqa: BLE001 - a broken Hub cache must not break the page
-        specs = list_models(include_variants=True, include_cached_hub=False)
-    return [s.id for s in specs if s.can_generate]
 
 
 def embedders() -> list[str]:
@@ -134,20 +129,8 @@ def embedders() -> list[str]:
     return ids
 
 
-def label(model_id: str) -> str:
-    try:
-        spec = get_model(model_id)
-    except PlaygroundError:
-        return model_id
-    return f"{spec.label} ({'bundled' if spec.source == 'bundled' else 'Hub'})"
 
 
-def default_generator() -> str:
-    picked = state.current_model()
-    try:
-        return picked if get_model(picked).can_generate else DEFAULT_CHAT_MODEL
-    except PlaygroundError:
-        return DEFAULT_CHAT_MODEL
 
 
 def on_method_change(method_key: str, size_key: str, overlap_key: str) -> None:
