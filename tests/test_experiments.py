@@ -380,6 +380,38 @@ def test_a_model_that_cannot_load_stops_the_run_with_a_message(tmp_path):
         ex.run(exp, ExperimentStore(tmp_path / "e.sqlite3"), load)
 
 
+def test_a_run_on_two_real_models_gives_a_column_per_template_and_model(smollm2, gemma, tmp_path):
+    """2 templates x 2 rows on SmolLM2 and Gemma 3 at once: four arms, each cell made by its own model
+    with its own chat template, the same text as that model's bare generation call, all saved."""
+    gem = "gemma-3-270m"
+    models = {SMOL: smollm2, gem: gemma}
+    settings = RunSettings((SMOL, gem), GenerationSettings(max_new_tokens=6))
+    store = ExperimentStore(tmp_path / "two.sqlite3")
+    exp = Experiment("two models", VARIANTS, ROWS[:2], settings, checks=(Check("length", hi=200),))
+    loaded = []
+    report = ex.run(exp, store, lambda m: loaded.append(m) or models[m])
+    assert (report.generated, report.failed) == (8, 0)
+    assert [exp.arm_label(a) for a in exp.arms] == [f"A · {SMOL}", f"B · {SMOL}", f"A · {gem}", f"B · {gem}"]
+    assert len(exp.pairs()) == 6 and set(loaded) == {SMOL, gem}
+    for (row, variant, model_id), cell in exp.cells.items():
+        assert cell.ok and cell.output.strip() and 1 <= cell.new_tokens <= 6
+        v = VARIANTS[0] if variant == "A" else VARIANTS[1]
+        rendered = v.render(dict(ROWS[row].values), extra="ignore")
+        if model_id == SMOL:  # SmolLM2 has a chat template: the system message is its own turn
+            assert cell.prompt.startswith("<|im_start|>") and rendered.user in cell.prompt
+            bare = generate(smollm2, rendered.user, settings.generation, system=rendered.system or None)
+        else:  # the bundled Gemma 3 270M is a base model without one: plain text, system message in front
+            text = f"{rendered.system}\n\n{rendered.user}" if rendered.system else rendered.user
+            assert "<|im_start|>" not in cell.prompt and cell.prompt.endswith(text)
+            bare = generate(gemma, text, settings.generation)
+        assert cell.output == bare.text, (row, variant, model_id)
+    # the two models do not say the same thing on every cell (they are different models)
+    assert any(exp.cells[(r, v, SMOL)].output != exp.cells[(r, v, gem)].output for r in range(2) for v in "AB")
+    again = ExperimentStore(tmp_path / "two.sqlite3").load(exp.id)
+    assert again.settings.model_ids == (SMOL, gem) and set(again.cells) == set(exp.cells)
+    assert [s.label for s in ex.summarize(again)] == [exp.arm_label(a) for a in exp.arms]
+
+
 def test_model_judge_on_smollm2_gives_structured_verdicts(real_run, smollm2):
     store, exp, *_ = real_run
     x, y = exp.arms
@@ -517,6 +549,46 @@ def test_page_end_to_end_run_vote_save_reopen_rerun(own_data):
     fresh.button(key="ab_open").click().run()
     assert fresh.text_input(key="ab_name").value == "page e2e (saved)"
     assert fresh.session_state["ab_exp"] == exp_id
+
+
+def test_page_two_models_and_the_judge_button(own_data):
+    """On the page: pick both bundled chat models, run one row, then run the judge from its tab."""
+    from tests.conftest import app_test
+
+    gem = "gemma-3-270m"
+    at = app_test(PAGE, timeout=600)
+    at.text_input(key="ab_name").set_value("two models")
+    at.text_area(key="ab_paste").set_value("question\treference\nWhat is the capital of Spain?\tMadrid")
+    at.button(key="ab_paste_use").click().run()
+    at.multiselect(key="ab_models").set_value([SMOL, gem])
+    at.slider(key="ab_max_tokens").set_value(6)
+    at.button(key="ab_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Generated 4 output(s)" in s.value for s in at.success), _shown(at)
+    exp_id = at.session_state["ab_exp"]
+    saved = ExperimentStore().load(exp_id)
+    arms = [f"A · {SMOL}", f"B · {SMOL}", f"A · {gem}", f"B · {gem}"]
+    grid = next(d.value for d in at.dataframe if arms[0] in d.value.columns)
+    assert [c for c in grid.columns if " · " in c] == arms
+    assert grid[arms[2]].tolist() == [saved.cells[(0, "A", gem)].output]
+    assert at.selectbox(key="ab_pair").options[0] == f"{arms[0]} vs {arms[1]}" and len(at.selectbox(key="ab_pair").options) == 6
+
+    # the judge: 6 pairs x 1 row, each asked in both orders
+    at.slider(key="ab_judge_tokens").set_value(12)
+    judge = next(b for b in at.button if b.key == "ab_judge_run")
+    assert judge.label == "Run the judge (12 generations at most)"
+    judge.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("6 verdict(s) saved." in s.value for s in at.success), _shown(at)
+    verdicts = ExperimentStore().load(exp_id).verdicts
+    assert len(verdicts) == 6 and {v.judge_model for v in verdicts.values()} == {SMOL}
+    table = next(d.value for d in at.dataframe if "reason (swapped)" in d.value.columns)
+    assert len(table) == 6 and set(table["pair"]) == {f"{x} vs {y}" for i, x in enumerate(arms) for y in arms[i + 1:]}
+    assert all(isinstance(r, str) and r for r in table["reason (x first)"])  # the judge's reasons, kept
+    summary = next(d.value for d in at.dataframe if "judge win rate [95% CI]" in d.value.columns)
+    assert summary["template"].tolist() == arms
+    # every arm took part in 3 judged comparisons
+    assert all(w.endswith("(n=3)") for w in summary["judge win rate [95% CI]"]), summary["judge win rate [95% CI]"]
 
 
 @pytest.mark.browser
