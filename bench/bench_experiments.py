@@ -62,8 +62,7 @@ def bare(lm, exp: Experiment) -> tuple[float, dict]:
     jobs = []
     for row, arm in exp.pending():
         r = ex.render_cell(exp, row, arm.variant)
-        text, system = ex._fold_system(lm, r, exp.settings.use_chat_template)
-        jobs.append(((row, arm.variant), text, system))
+        jobs.append(((row, arm.variant), r.user, r.system or None))
     outputs = {}
     start = time.perf_counter()
     for key, text, system in jobs:

@@ -632,14 +632,6 @@ def _stream_generate(lm, text: str, settings: GenerationSettings, use_chat_templ
     return s.result
 
 
-def _fold_system(lm, rendered: RenderedPrompt, use_chat_template: bool) -> tuple[str, str | None]:
-    """(text, system) for generate: without a chat template the system message is put before the text."""
-    templated = use_chat_template and bool(getattr(lm.tokenizer, "chat_template", None))
-    if rendered.system and not templated:
-        return f"{rendered.system}\n\n{rendered.user}", None
-    return rendered.user, rendered.system
-
-
 @dataclass(frozen=True)
 class RunReport:
     """What a run did: cells generated now, cells that ended in an error, cells already there."""
@@ -695,7 +687,7 @@ def run(exp: Experiment, store: ExperimentStore | None, load_model: Callable[[st
             try:
                 rendered = render_cell(exp, row, arm.variant)
                 cell.system, cell.user = rendered.system, rendered.user
-                text, system = _fold_system(lm, rendered, exp.settings.use_chat_template)
+                text, system = rendered.user, rendered.system or None
                 if generator is not None:
                     result = generator(lm, text, exp.settings.generation, exp.settings.use_chat_template, system)
                 else:
@@ -882,7 +874,7 @@ def model_judge(lm, settings: GenerationSettings | None = None, generator: Gener
     def judge(task: str, response_1: str, response_2: str, rubric: str) -> RawVerdict:
         p = JUDGE_PROMPT.render({"rubric": rubric, "task": task, "response_1": response_1 or "(empty)",
                                  "response_2": response_2 or "(empty)"})
-        text, system = _fold_system(lm, p, True)
+        text, system = p.user, p.system or None
         result = gen(lm, text, settings, True, system)
         return parse_verdict(result.text)
 

@@ -3,7 +3,9 @@
 `stream(loaded, prompt, settings)` yields `Chunk`s (new text and token ids) and finishes by
 returning a `GenerationResult` with the metrics a comparison needs: time to first token,
 tokens per second, why it stopped. Because it is `model.generate` underneath, greedy output
-is `model.generate(do_sample=False)` token for token.
+is `model.generate(do_sample=False)` token for token; a sampled stream draws each token from
+its own seeded generator, so the same seed gives the same text even with other generations
+running at the same time.
 
     gen = stream(lm, "Tell me a joke", GenerationSettings(max_new_tokens=20))
     for chunk in gen: print(chunk.text, end="")
@@ -71,12 +73,21 @@ class GenerationResult:
         return (self.new_tokens - 1) / gen_time
 
 
+def templated(tokenizer, use_chat_template: bool = True) -> bool:
+    """Whether a prompt goes through the tokenizer's chat template (asked for, and there is one)."""
+    return bool(use_chat_template and getattr(tokenizer, "chat_template", None))
+
+
 def format_prompt(tokenizer, text: str, use_chat_template: bool = True, system: str | None = None) -> str:
-    """The exact string the model receives: through the chat template when asked and there is one."""
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
+    """The exact string the model receives: through the chat template when asked and there is one.
+
+    Without a chat template the system message is not dropped: it goes before the text, with a
+    blank line between them, which is the closest a plain-text model gets to a system turn.
+    """
+    if templated(tokenizer, use_chat_template):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return text
+    return f"{system}\n\n{text}" if system else text
 
 
 def encode_prompt(tokenizer, prompt: str, templated: bool) -> torch.Tensor:
@@ -110,6 +121,32 @@ class _QueueStreamer:
 
     def end(self) -> None:
         self.q.put(None)
+
+
+class _SeededSampler:
+    """A logits processor that draws the next token itself, from this stream's own seeded generator,
+    and leaves all the mass on it, so that generate's greedy step takes exactly that token.
+
+    transformers' own sampling draws from torch's global generator, which every generation in the
+    process shares: two sampled generations at once (the compare page runs models side by side)
+    would take turns with one random stream, and a seed would reproduce nothing. The draw follows
+    transformers' order (temperature, top-k, top-p; playground.sampling), with only this stream's
+    settings: a model's generation_config cannot add a top-k of its own.
+    """
+
+    def __init__(self, settings: GenerationSettings) -> None:
+        from playground.sampling import SamplingSettings
+
+        self.sampling = SamplingSettings(temperature=settings.temperature, top_k=settings.top_k,
+                                         top_p=settings.top_p, seed=settings.seed)
+        self.generator = torch.Generator().manual_seed(int(settings.seed))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        from playground.sampling import probs
+
+        picked = torch.multinomial(probs(scores, self.sampling), 1, generator=self.generator)  # (B, 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, picked, 0.0)
 
 
 class _Cancel:
@@ -154,10 +191,12 @@ class Stream:
             pad_token_id=(self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None
                           else self.lm.tokenizer.eos_token_id),
         )
-        if s.temperature == 0:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None)
+        # generate itself is always greedy: a sampled stream draws in _SeededSampler with its own generator
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.temperature > 0:
+            from transformers import LogitsProcessorList
+
+            kw["logits_processor"] = LogitsProcessorList([_SeededSampler(s)])
         if s.stop:
             kw.update(stop_strings=list(s.stop), tokenizer=self.lm.tokenizer)
         from transformers import StoppingCriteriaList
@@ -168,13 +207,9 @@ class Stream:
     def __iter__(self) -> Iterator[Chunk]:
         streamer = _QueueStreamer()
         kwargs = self._kwargs(streamer)
-        seed = self.settings.seed
-
         def work() -> None:
             try:
                 with torch.no_grad():
-                    if self.settings.temperature > 0:
-                        torch.manual_seed(seed)
                     self.lm.model.generate(**kwargs)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
@@ -246,8 +281,7 @@ def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = Non
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to answer.")
     prompt = format_prompt(lm.tokenizer, text, use_chat_template, system)
-    templated = prompt != text
-    return Stream(lm, prompt, settings, templated)
+    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template))
 
 
 def generate(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,

@@ -33,7 +33,7 @@ import torch
 
 from playground import inspect
 from playground.errors import ContextLengthError, InputError
-from playground.generate import encode_prompt, format_prompt
+from playground.generate import encode_prompt, format_prompt, templated
 from playground.inspect import NextTokenDistribution
 from playground.loading import LoadedModel
 from playground.options import bounds, option, validate
@@ -58,17 +58,17 @@ class Prompt:
 
 
 def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
+    return templated(tokenizer)
 
 
 def make_prompt(tokenizer, text: str, use_chat_template: bool, continuation: str = "") -> Prompt:
     """The ids a model sees for `text` (+ a continuation typed after the template's assistant header)."""
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to continue.")
-    formatted = format_prompt(tokenizer, text, use_chat_template) if use_chat_template else text
-    templated = formatted != text
-    ids = encode_prompt(tokenizer, formatted + continuation, templated)[0]  # (T,)
-    return Prompt(text, formatted + continuation, templated, tuple(int(i) for i in ids))
+    formatted = format_prompt(tokenizer, text, use_chat_template)
+    is_templated = templated(tokenizer, use_chat_template)
+    ids = encode_prompt(tokenizer, formatted + continuation, is_templated)[0]  # (T,)
+    return Prompt(text, formatted + continuation, is_templated, tuple(int(i) for i in ids))
 
 
 def token_text(tokenizer, token_id: int) -> str:

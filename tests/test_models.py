@@ -71,6 +71,43 @@ def test_seeded_sampling_is_reproducible(smollm2):
     assert a.token_ids == b.token_ids
 
 
+def test_seeded_sampling_is_reproducible_with_other_generations_running(smollm2, gemma):
+    """Each stream draws from its own generator: a seed gives the same tokens alone or beside others."""
+    import threading
+
+    s = GenerationSettings(max_new_tokens=16, temperature=1.2, top_k=50, top_p=0.95, seed=11)
+    alone = generate(smollm2, "Tell me a story", s)
+    other = GenerationSettings(max_new_tokens=24, temperature=1.5, seed=3)
+    results = {}
+    threads = [threading.Thread(target=lambda: results.__setitem__("gemma", generate(gemma, "Once upon a time", other,
+                                                                                      use_chat_template=False))),
+               threading.Thread(target=lambda: results.__setitem__("smol", generate(smollm2, "Tell me a story", s)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["smol"].token_ids == alone.token_ids
+    assert generate(smollm2, "Tell me a story", GenerationSettings(**{**s.__dict__, "seed": 12})).token_ids != alone.token_ids
+    # top-k is honoured in each draw: with k=1 sampling is greedy whatever the temperature
+    greedy = generate(smollm2, "Tell me a story", GenerationSettings(max_new_tokens=16))
+    k1 = generate(smollm2, "Tell me a story", GenerationSettings(max_new_tokens=16, temperature=2.0, top_k=1, seed=5))
+    assert k1.token_ids == greedy.token_ids
+
+
+def test_system_message_goes_before_the_text_without_a_chat_template(gemma, smollm2):
+    assert not gemma.tokenizer.chat_template  # the bundled Gemma 3 270M is a base model
+    r = generate(gemma, "The capital of France is", GenerationSettings(max_new_tokens=3), system="Answer briefly.")
+    assert r.prompt == "Answer briefly.\n\nThe capital of France is"
+    bos = gemma.tokenizer.bos_token_id
+    assert r.prompt_tokens == len(gemma.tokenizer("Answer briefly.\n\nThe capital of France is").input_ids)
+    assert bos is not None and gemma.tokenizer(r.prompt).input_ids[0] == bos  # special tokens added, as for any plain text
+    # with a chat template it is the system turn instead, and nothing is put before the text
+    t = generate(smollm2, "Hi", GenerationSettings(max_new_tokens=2), system="Answer briefly.")
+    assert "<|im_start|>system\nAnswer briefly.<|im_end|>" in t.prompt
+    plain = generate(smollm2, "Hi", GenerationSettings(max_new_tokens=2), use_chat_template=False, system="Be brief.")
+    assert plain.prompt == "Be brief.\n\nHi"
+
+
 def test_stop_sequence_ends_generation(gemma):
     r = generate(gemma, "1, 2, 3, 4,", GenerationSettings(max_new_tokens=30, stop=(" 7",)), use_chat_template=False)
     assert r.finish_reason == "stop sequence" and " 7" in r.text and len(r.token_ids) < 30

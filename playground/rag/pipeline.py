@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from playground.errors import ContextLengthError, InputError, TemplateError
-from playground.generate import GenerationResult, GenerationSettings, Stream, encode_prompt, format_prompt, stream
+from playground.generate import (GenerationResult, GenerationSettings, Stream, encode_prompt, format_prompt, stream,
+                                 templated)
 from playground.options import option, validate
 from playground.rag import store
 from playground.rag.chunking import Chunk, ChunkSettings, split
@@ -214,7 +215,7 @@ class PromptPlan:
 
 def _count(lm, text: str, use_chat_template: bool) -> tuple[str, int]:
     prompt = format_prompt(lm.tokenizer, text, use_chat_template)
-    return prompt, int(encode_prompt(lm.tokenizer, prompt, prompt != text).shape[1])
+    return prompt, int(encode_prompt(lm.tokenizer, prompt, templated(lm.tokenizer, use_chat_template)).shape[1])
 
 
 def build_prompt(lm, template: str, question: str, hits: Sequence[RetrievedChunk],
