@@ -38,7 +38,7 @@ def _count() -> None:
 class ForwardPass:
     model_id: str
     input_ids: torch.Tensor  # (T,)
-    logits: torch.Tensor | None  # (T, V) float32; None for an encoder
+    logits: torch.Tensor | None  # (T, V) float32 ((1, V) with last_only); None for an encoder
     attentions: torch.Tensor | None  # (layers, heads, T, T) float32, rows sum to 1
 
 
@@ -51,13 +51,23 @@ def check_length(lm: LoadedModel, n_tokens: int) -> None:
         )
 
 
-def forward(lm: LoadedModel, input_ids: torch.Tensor, attentions: bool = False) -> ForwardPass:
-    """Run the model once on `input_ids` (T,) or (1, T)."""
+def _keeps_last_logits(lm: LoadedModel) -> dict:
+    """forward() kwargs that compute only the last position's logits, where the model supports it."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in pyinspect.signature(lm.model.forward).parameters else {}
+
+
+def forward(lm: LoadedModel, input_ids: torch.Tensor, attentions: bool = False, last_only: bool = False) -> ForwardPass:
+    """Run the model once on `input_ids` (T,) or (1, T).
+
+    last_only=True computes the logits of the last position alone (logits (1, V)): Gemma's full
+    (T, 262,144) float32 logits are 1 GiB per 1,000 tokens, and the next token needs one row.
+    """
     ids = input_ids.reshape(1, -1)  # (1, T)
     check_length(lm, ids.shape[1])
     _count()
+    extra = _keeps_last_logits(lm) if last_only else {}
     with torch.no_grad():
-        out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=attentions)
+        out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=attentions, **extra)
     logits = getattr(out, "logits", None)
     att = None
     if attentions:
@@ -90,7 +100,7 @@ class NextTokenDistribution:
 
 def next_token_distribution(lm: LoadedModel, input_ids: torch.Tensor | list[int]) -> NextTokenDistribution:
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
-    fp = forward(lm, ids)
+    fp = forward(lm, ids, last_only=True)
     assert fp.logits is not None, "an encoder has no next-token distribution"
     return NextTokenDistribution(lm.spec.id, tuple(int(i) for i in ids), fp.logits[-1].clone())
 
@@ -279,9 +289,7 @@ def _layer_facts(lm: LoadedModel) -> tuple[int, tuple[str, ...], int | None]:
 def _run_for_attentions(lm: LoadedModel, ids: torch.Tensor) -> None:
     """One forward pass whose output is dropped; only the last position's logits are computed."""
     x = ids.reshape(1, -1)  # (1, T)
-    kwargs = {}
-    if "logits_to_keep" in pyinspect.signature(lm.model.forward).parameters:
-        kwargs["logits_to_keep"] = 1  # Gemma's (T, 262,144) logits at 2,048 tokens would be 2 GiB
+    kwargs = _keeps_last_logits(lm)  # Gemma's (T, 262,144) logits at 2,048 tokens would be 2 GiB
     _count()
     with torch.no_grad():
         lm.model(input_ids=x, attention_mask=torch.ones_like(x), **kwargs)

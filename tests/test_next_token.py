@@ -35,6 +35,9 @@ def test_distribution_shown_is_softmax_of_the_last_logits(request, fixture):
     ref = torch.softmax(direct_logits(lm, prompt.ids), dim=-1)  # (V,)
     assert dist.vocab_size == ref.shape[0]
     assert torch.allclose(dist.probs(), ref, atol=1e-6)
+    from playground.inspect import forward  # the page's pass computes the last row only, not (T, V)
+    last = forward(lm, torch.tensor(prompt.ids), last_only=True).logits
+    assert last.shape == (1, ref.shape[0]) and forward(lm, torch.tensor(prompt.ids)).logits.shape[0] == len(prompt.ids)
     v = stp.view(dist, SamplingSettings(), lm.tokenizer, 20)
     top = torch.topk(ref, 20)
     assert [r.id for r in v.rows] == top.indices.tolist()
