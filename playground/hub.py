@@ -36,6 +36,18 @@ ALLOW_PATTERNS = [
     "*.txt",
     "*.jinja",
 ]
+# What a tokenizer needs (the tokenization page fetches these alone, not the weights).
+TOKENIZER_PATTERNS = [
+    "config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab*",
+    "merges.txt",
+    "*.tiktoken",
+    "*.jinja",
+    "chat_template.json",
+]
 Progress = Callable[[float, str], None]
 # Bytes per parameter of the dtypes the Hub reports in a repo's safetensors metadata.
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -257,26 +269,43 @@ def _byte_bar(on_bytes: Callable[[int], None]):
     return _Bar
 
 
-def download(repo: str, progress: Progress | None = None) -> Path:
+def _complete(folder: Path, weights: bool) -> bool:
+    """A snapshot has what a model (weights=True) or a tokenizer alone needs."""
+    if weights:
+        return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    return any(folder.glob(p) for p in ("tokenizer*", "vocab*", "*.tiktoken"))
+
+
+def download(repo: str, progress: Progress | None = None, weights: bool = True) -> Path:
     """Config, tokenizer and safetensors of `repo` into HF_HOME; the local snapshot folder.
+    weights=False fetches the config and tokenizer files alone (no size check: they are small).
 
     Checks the size against free memory first. With HF_HUB_OFFLINE, only the cache is used.
     `progress(fraction, message)` is called as bytes arrive: fractions only grow and end at 1.0.
     """
     report = progress or (lambda f, m: None)
+    patterns = ALLOW_PATTERNS if weights else TOKENIZER_PATTERNS
     try:
         if is_offline():
-            return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS, cache_dir=cache_dir()))
-        info = model_info(repo)
-        check_fits(info)
-        report(0.0, f"downloading {info.safetensors_bytes / 2**20:,.1f} MiB of safetensors")
+            folder = Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=patterns,
+                                                cache_dir=cache_dir()))
+            if not _complete(folder, weights):
+                raise hf_errors.LocalEntryNotFoundError(f"{repo}: only part of it is cached")
+            return folder
+        if weights:
+            info = model_info(repo)
+            check_fits(info)
+            report(0.0, f"downloading {info.safetensors_bytes / 2**20:,.1f} MiB of safetensors")
+        else:
+            report(0.0, f"downloading the tokenizer of {repo}")
         entries = [
             (e.path, int(getattr(e, "size", 0) or 0))
             for e in _api().list_repo_tree(repo, recursive=True)
-            if hasattr(e, "size") and any(Path(e.path).match(p) for p in ALLOW_PATTERNS)
+            if hasattr(e, "size") and any(Path(e.path).match(p) for p in patterns)
         ]
         if not entries:
-            raise NoSafetensorsError(f"{repo} has no config, tokenizer or safetensors files.")
+            what = "config, tokenizer or safetensors" if weights else "tokenizer"
+            raise NoSafetensorsError(f"{repo} has no {what} files.")
         total = sum(size for _, size in entries) or 1
         done = 0
         shown = [0.0]
@@ -297,17 +326,23 @@ def download(repo: str, progress: Progress | None = None) -> Path:
             done += size
             shown[0] = max(shown[0], done / total)
             report(done / total, label)
+        if folder is None or not _complete(folder, weights):
+            raise NoSafetensorsError(f"{repo} has no tokenizer files." if not weights else
+                                     f"{repo} has no safetensors weights.")
         return folder
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, repo) from exc
 
 
-def local_snapshot(repo: str) -> Path | None:
-    """The cached snapshot folder of `repo`, or None. Never touches the network."""
+def local_snapshot(repo: str, weights: bool = True) -> Path | None:
+    """The cached snapshot folder of `repo` if it holds a whole model (weights=False: a tokenizer), or None.
+    Never touches the network."""
     try:
-        return Path(hfh.snapshot_download(repo, local_files_only=True, allow_patterns=ALLOW_PATTERNS, cache_dir=cache_dir()))
+        folder = Path(hfh.snapshot_download(repo, local_files_only=True, cache_dir=cache_dir(),
+                                            allow_patterns=ALLOW_PATTERNS if weights else TOKENIZER_PATTERNS))
     except Exception:  # noqa: BLE001 - not cached
         return None
+    return folder if _complete(folder, weights) else None
 
 
 def cached_hub_models() -> list[str]:

@@ -384,7 +384,11 @@ def load_tokenizer(model_id: str, progress: Progress | None = None):
     from transformers import AutoTokenizer
 
     spec = get_model(model_id)
-    folder = prepare(spec.base_id, progress)
+    if spec.source == "hub":  # the tokenizer files alone: looking at tokens must not fetch gigabytes of weights
+        folder = (hub.local_snapshot(spec.base_id) or hub.local_snapshot(spec.base_id, weights=False)
+                  or hub.download(spec.base_id, progress, weights=False))
+    else:
+        folder = prepare(spec.base_id, progress)
     try:
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001

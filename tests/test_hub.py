@@ -61,6 +61,27 @@ def test_download_with_progress_then_generate_greedy_equals_model_generate(hub_s
     assert facts.layers == 2 and facts.vocab_size == 49152
 
 
+def test_a_hub_tokenizer_is_fetched_without_the_weights(hub_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    before = len(hub_server.requests)
+    tok = loading.load_tokenizer("tiny-org/tiny-llama")
+    fetched = [p for _, p in hub_server.requests[before:] if "/resolve/" in p]
+    assert any(p.endswith("tokenizer.json") for p in fetched) and not any(".safetensors" in p for p in fetched)
+    assert tok("Hello world").input_ids and tok.vocab_size == 49152
+    # a tokenizer alone is not a model: not listed, not used for loading, and offline it is "not cached"
+    assert hub.local_snapshot("tiny-org/tiny-llama") is None
+    assert hub.local_snapshot("tiny-org/tiny-llama", weights=False) is not None
+    assert "tiny-org/tiny-llama" not in [m.id for m in list_models()]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert loading.load_tokenizer("tiny-org/tiny-llama")("Hello world").input_ids == tok("Hello world").input_ids
+    with pytest.raises(ModelNotCachedError, match="not in the local cache"):
+        loading.load_causal_lm("tiny-org/tiny-llama")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    # online again, loading the model fetches the weights into the same snapshot
+    lm = loading.load_causal_lm("tiny-org/tiny-llama")
+    assert lm.num_layers == 2 and any(".safetensors" in p for _, p in hub_server.requests[before:])
+
+
 def test_offline_uses_the_cache_and_says_when_not_cached(hub_server, monkeypatch):
     loading.prepare("tiny-org/tiny-llama")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
