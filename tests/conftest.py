@@ -12,11 +12,13 @@ import os
 
 # Before torch is imported: OpenMP threads that spin while waiting make a busy machine crawl.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import atexit
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -35,9 +37,9 @@ CHROMIUM_ARGS = [
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-_DATA = ARTIFACTS / "test-data"
-shutil.rmtree(_DATA, ignore_errors=True)
-_DATA.mkdir(parents=True, exist_ok=True)
+# A data folder of this run's own (two runs at once in one checkout must not share a Qdrant store).
+_DATA = Path(tempfile.mkdtemp(prefix="playground-test-data-"))
+atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 os.environ["PLAYGROUND_DATA"] = str(_DATA)
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -113,6 +115,7 @@ def free_port() -> int:
 def app_url():
     """Start `streamlit run app.py` on a free port; yield its URL; stop it by its pid."""
     port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit-test.log", "w")
     proc = subprocess.Popen(
         [str(ROOT / ".venv/bin/streamlit"), "run", str(ROOT / "app.py"), "--server.headless", "true",
@@ -168,11 +171,11 @@ def screenshot(page, name: str) -> Path:
 
 
 def wait_idle(page, timeout: float = 180_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'Running...' status widget)."""
+    """Wait until Streamlit has finished running the script: the app root's script state is
+    'notRunning' (it is 'running' or 'rerunRequested' while a run is under way)."""
     page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
-    )
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', state="attached",
+                           timeout=timeout)
 
 
 # --- a local Hugging Face Hub -------------------------------------------------------------
