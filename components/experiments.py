@@ -24,7 +24,7 @@ import streamlit as st
 
 from playground import experiments as core
 from playground.errors import PlaygroundError, describe
-from playground.experiments import Arm, ArmSummary, Cell, Check, Experiment, JudgeVerdict
+from playground.experiments import Arm, ArmSummary, Cell, Check, Experiment
 from playground.prompts import FORMATS, PromptVariant
 
 COLOURS = ["#2563eb", "#d97706", "#059669", "#db2777"]

@@ -20,13 +20,28 @@ def generators(variants: bool = True) -> list[str]:
     return [s.id for s in catalogue(variants) if s.can_generate]
 
 
-def label(model_id: str) -> str:
-    """'SmolLM2 135M Instruct · int8 (bundled)'; an unknown id is shown as it is."""
+NONE = ""  # the "no second model" choice of a side-by-side picker
+
+
+def can_generate(model_id: str) -> bool:
+    """A causal LM of the catalogue (False for an encoder or an unknown id)."""
+    try:
+        return get_model(model_id).can_generate
+    except PlaygroundError:
+        return False
+
+
+def label(model_id: str, role: bool = False) -> str:
+    """'SmolLM2 135M Instruct · int8 (bundled)'; role=True adds decoder / encoder. An unknown id is
+    shown as it is; NONE as '— none —'."""
+    if model_id == NONE:
+        return "— none —"
     try:
         spec = get_model(model_id)
     except PlaygroundError:
         return model_id
-    return f"{spec.label} ({'bundled' if spec.source == 'bundled' else 'Hub'})"
+    where = "bundled" if spec.source == "bundled" else "Hub"
+    return f"{spec.label} ({where}{', decoder' if role and spec.can_generate else ', encoder' if role else ''})"
 
 
 def default_generator() -> str:

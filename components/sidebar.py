@@ -82,6 +82,3 @@ def render() -> str:
     return st.session_state[state.MODEL]
 
 
-def catalogue_ids() -> list[str]:
-    """Every catalogue id (see components.pickers)."""
-    return [s.id for s in pickers.catalogue()]

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playground.errors import InputError, PlaygroundError, TemplateError, describe
+from playground.errors import InputError, PlaygroundError, describe
 from playground.generate import GenerationResult, GenerationSettings, stream
 from playground.options import validate
 from playground.prompts import PromptVariant, RenderedPrompt, all_variables, check_columns

@@ -19,7 +19,6 @@ def test_home_renders_and_lists_pages():
                  "SmolLM2 135M Instruct · bf16 (bundled)", "SmolLM2 135M Instruct · int8 (bundled)"):
         assert name in labels
     assert picker.value == "smollm2-135m-instruct"
-    links = [p.proto.page for p in at.get("page_link")] if hasattr(at, "get") else []
     assert "Bundled models" in texts(at)
 
 

@@ -307,7 +307,7 @@ def test_page_drives_pickers_without_rerunning_the_model(smollm2):
     np.testing.assert_allclose(_z(token_fig["data"][0]), direct[:, :, 5, :6].mean(1).numpy(), atol=1e-6)
     html = at.get("html")[0].proto.body
     assert html.count("<span") == t and "outline" in html
-    assert f"What **·5" in texts(at)
+    assert "What **·5" in texts(at)
     # the colour ramp: square root by default (many stops), linear on request; the weights stay the same
     assert len(_figure(at, "attention_head_fig_a")["data"][0]["colorscale"]) == len(figs.colorscale("sqrt"))
     at.radio(key="attention_scale").set_value("linear").run()

@@ -5,7 +5,6 @@ inputs (CSV, JSONL, pasted, too many rows), and the page (AppTest and Chromium).
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 

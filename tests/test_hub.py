@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -34,7 +32,6 @@ def test_search_sorted_by_downloads_and_likes(hub_server):
 
 def test_info_reads_size_params_license_and_gated(hub_server):
     info = hub.model_info("tiny-org/tiny-llama")
-    st = os.path.getsize  # noqa: F841
     assert info.has_safetensors and info.safetensors_bytes > 1_000_000
     assert info.parameters is not None and 1_000_000 < info.parameters < 5_000_000
     assert info.license == "apache-2.0" and not info.gated

@@ -566,7 +566,7 @@ def test_page_end_to_end_sample_corpus_index_ask_ab_evaluate():
 
     at.button(key="rag_index").click().run()  # indexing the same chunks again adds nothing
     _fine(at)
-    assert f"0 chunks embedded and written" in texts(at) and f"{n_chunks} already there" in texts(at)
+    assert "0 chunks embedded and written" in texts(at) and f"{n_chunks} already there" in texts(at)
     assert at.query_params["topics"] in (PAGE_TOPICS, [PAGE_TOPICS]) and at.query_params["b_size"] in ("250", ["250"])
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import streamlit as st
 
 from components import attention as figs
-from components import models, sidebar, state
+from components import models, pickers, state
+from components.pickers import NONE
 from components.format import human_bytes
 from playground import attention as attn
 from playground.errors import PlaygroundError, describe
 from playground.options import bounds
 from playground.registry import get_model
 
-NONE = ""  # "no second model"
 MEAN = -1  # the head picker's "mean over heads"
 AUTO = -2  # layer / head / token not picked yet: open where the token "it" links most
 
@@ -61,7 +61,7 @@ if st.session_state[K.SCALE] not in ("sqrt", "linear"):
     st.session_state[K.SCALE] = "sqrt"
 st.session_state[K.SIZE] = int(min(max(st.session_state[K.SIZE], size_bounds.lo), size_bounds.hi))
 
-options = sidebar.catalogue_ids()
+options = [spec.id for spec in pickers.catalogue()]
 for key in (K.MODEL, K.MODEL2):
     value = st.session_state[key]
     if value and value not in options:
@@ -70,16 +70,6 @@ for key in (K.MODEL, K.MODEL2):
             options.append(value)
         except PlaygroundError:  # a bad id in the URL
             st.session_state[key] = side_model if key == K.MODEL else NONE
-
-
-def _label(model_id: str) -> str:
-    if model_id == NONE:
-        return "— none —"
-    try:
-        spec = get_model(model_id)
-    except PlaygroundError:
-        return model_id
-    return f"{spec.label} ({'decoder' if spec.can_generate else 'encoder'})"
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -115,8 +105,8 @@ with st.expander("How to read this"):
 
 st.text_area("Text", key=K.TEXT, height=90, help="Every model reads this text; the maps are recomputed when it changes.")
 c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
-c1.selectbox("Model", options, key=K.MODEL, format_func=_label, help="Starts as the model picked in the sidebar.")
-c2.selectbox("Second model, side by side", [NONE, *options], key=K.MODEL2, format_func=_label)
+c1.selectbox("Model", options, key=K.MODEL, format_func=lambda m: pickers.label(m, role=True), help="Starts as the model picked in the sidebar.")
+c2.selectbox("Second model, side by side", [NONE, *options], key=K.MODEL2, format_func=lambda m: pickers.label(m, role=True))
 c3.slider("Window (tokens)", int(size_bounds.lo), int(size_bounds.hi), step=int(size_bounds.step or 1), key=K.SIZE,
           help=size_bounds.help)
 c4.radio("Colour", ["sqrt", "linear"], key=K.SCALE, horizontal=True,

@@ -13,14 +13,14 @@ from dataclasses import replace
 import streamlit as st
 
 from components import distribution as figs
-from components import models, sidebar, state
+from components import models, pickers, state
+from components.pickers import NONE
 from playground import stepping as stp
 from playground.errors import InputError, PlaygroundError, describe
 from playground.options import bounds
-from playground.registry import DEFAULT_CHAT_MODEL, get_model
+from playground.registry import DEFAULT_CHAT_MODEL
 from playground.sampling import SamplingSettings, check
 
-NONE = ""  # "no second model"
 DEFAULT_PROMPT = "Once upon a time, in a small village by the sea, there lived a"
 DEFAULT_TEMPS = "0.2, 0.7, 1.0, 1.5"
 MAX_REPLAY = 256  # steps a link may carry
@@ -65,37 +65,10 @@ base = SamplingSettings()
 display_bounds = bounds(stp.DisplaySettings, "top_n")
 
 
-def _causal_ids() -> list[str]:
-    out = []
-    for mid in sidebar.catalogue_ids():
-        try:
-            if get_model(mid).can_generate:
-                out.append(mid)
-        except PlaygroundError:
-            continue
-    return out
-
-
-def _label(model_id: str) -> str:
-    if model_id == NONE:
-        return "— none —"
-    try:
-        return get_model(model_id).label
-    except PlaygroundError:
-        return model_id
-
-
-def _is_causal(model_id: str) -> bool:
-    try:
-        return get_model(model_id).can_generate
-    except PlaygroundError:
-        return False
-
-
 # --- state ------------------------------------------------------------------------------------
 
 side_model = state.current_model()
-first_model = side_model if _is_causal(side_model) else DEFAULT_CHAT_MODEL
+first_model = side_model if pickers.can_generate(side_model) else DEFAULT_CHAT_MODEL
 defaults = {
     K.PROMPT: DEFAULT_PROMPT, K.CHAT: False, K.MODEL: first_model, K.MODEL2: NONE,
     K.TEMPERATURE: base.temperature, K.TOP_K: base.top_k, K.TOP_P: base.top_p, K.MIN_P: base.min_p, K.SEED: base.seed,
@@ -104,18 +77,18 @@ defaults = {
 }
 state.init(defaults, URL)
 if ss.get(K.SIDEBAR_SEEN) != side_model:  # follow the sidebar when it changes to a causal LM
-    if K.SIDEBAR_SEEN in ss and _is_causal(side_model):
+    if K.SIDEBAR_SEEN in ss and pickers.can_generate(side_model):
         ss[K.MODEL] = side_model
     ss[K.SIDEBAR_SEEN] = side_model
 if K.CACHE not in ss:
     ss[K.CACHE] = stp.LogitsCache(max_entries=48)
 cache: stp.LogitsCache = ss[K.CACHE]
 
-options = _causal_ids()
+options = pickers.generators()
 for key in (K.MODEL, K.MODEL2):
     value = ss[key]
     if value and value not in options:
-        if _is_causal(value):
+        if pickers.can_generate(value):
             options.append(value)
         else:  # a bad id in the URL, or an encoder
             ss[key] = first_model if key == K.MODEL else NONE
@@ -190,8 +163,8 @@ with st.expander("How to read this"):
 
 st.text_area("Prompt", key=K.PROMPT, height=80, help="The text the model continues.")
 c1, c2, c3 = st.columns([3, 3, 2])
-c1.selectbox("Model", options, key=K.MODEL, format_func=_label, help="Starts as the model picked in the sidebar.")
-c2.selectbox("Second model, side by side", [NONE, *options], key=K.MODEL2, format_func=_label,
+c1.selectbox("Model", options, key=K.MODEL, format_func=pickers.label, help="Starts as the model picked in the sidebar.")
+c2.selectbox("Second model, side by side", [NONE, *options], key=K.MODEL2, format_func=pickers.label,
              help="Reads the same text (prompt and the tokens walked so far) with its own tokenizer.")
 c3.toggle("Chat template", key=K.CHAT,
           help="Wrap the prompt in the model's chat template (as a user message, ready for the answer).")
