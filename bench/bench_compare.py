@@ -9,6 +9,9 @@ fp32 / bf16 / int8 variants of one model; all measured in the same run, on the s
    The two alternate, --rounds times each, after one warm-up; the median is reported.
 2. precision variants: fp32, bf16, int8 of the same model through the app path, same
    settings, alternating by round; tokens/s (median), memory, and the ratio to fp32.
+1b. sampled: the same, with temperature 0.8, top-p 0.95, top-k 50: the app's seeded sampler
+   (a logits processor that draws with the stream's own generator) against
+   `model.generate(do_sample=True)` with transformers' warpers; tokens/s per call, median.
 3. side by side: fp32 and int8 through `compare.SideBySide`, all at once vs one at a time:
    the wall time of the whole comparison and each model's tokens/s.
 
@@ -70,9 +73,31 @@ def bare(lm, n: int, in_thread: bool = True) -> tuple[float, list[int]]:
     return seconds, out[0][0, ids.shape[1]:].tolist()
 
 
-def app(lm, n: int) -> tuple[float, list[int]]:
+SAMPLED = dict(temperature=0.8, top_p=0.95, top_k=50)
+
+
+def bare_sampled(lm, n: int, seed: int) -> tuple[float, list[int]]:
+    """`model.generate(do_sample=True)` with transformers' own warpers and torch's global generator."""
+    ids = encode_prompt(lm.tokenizer, PROMPT, templated=False)  # (1, T)
+    out: list[torch.Tensor] = []
+
+    def work() -> None:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out.append(lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=True,
+                                         pad_token_id=lm.tokenizer.pad_token_id or lm.tokenizer.eos_token_id,
+                                         **SAMPLED))
+
     start = time.perf_counter()
-    s = stream(lm, PROMPT, GenerationSettings(max_new_tokens=n), use_chat_template=False)
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    return time.perf_counter() - start, out[0][0, ids.shape[1]:].tolist()
+
+
+def app(lm, n: int, **sampling) -> tuple[float, list[int]]:
+    start = time.perf_counter()
+    s = stream(lm, PROMPT, GenerationSettings(max_new_tokens=n, **sampling), use_chat_template=False)
     for _ in s:
         pass
     seconds = time.perf_counter() - start
@@ -113,6 +138,22 @@ def main() -> None:
     if args.main_thread:
         tm = statistics.median(bare(fp32, n, in_thread=False)[0] for _ in range(rounds))
         print(f"   bare, main thread     {k / tm:7.2f} tokens/s   ({tm:.3f} s)")
+    print()
+
+    # 1b. sampled: the app draws each token in its own seeded logits processor (so that a seed
+    # reproduces with other generations running); the baseline is transformers' own sampling.
+    tps_bare, tps_app = [], []
+    for r in range(rounds):
+        s, ids = bare_sampled(fp32, n, seed=r)
+        tps_bare.append(len(ids) / s)
+        s, ids = app(fp32, n, seed=r, **SAMPLED)
+        tps_app.append(len(ids) / s)
+    mb, ma = statistics.median(tps_bare), statistics.median(tps_app)
+    print(f"1b. sampled ({', '.join(f'{k} {v}' for k, v in SAMPLED.items())}): app's seeded sampler vs "
+          "model.generate(do_sample=True)")
+    print(f"   bare model.generate   {mb:7.2f} tokens/s")
+    print(f"   app (stream, seeded)  {ma:7.2f} tokens/s")
+    print(f"   app / bare speed      {ma / mb:7.3f}")
     print()
 
     # 2. variants ------------------------------------------------------------------------------
