@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import nav, sidebar
+from components import nav, sidebar, state
 
 st.set_page_config(page_title="LLM Playground", page_icon=":material/neurology:", layout="wide")
 pages = [
@@ -12,5 +12,9 @@ pages = [
     for path, title, icon, _ in nav.existing()
 ]
 current = st.navigation(pages)
-sidebar.render()
-current.run()
+state.restore(current.url_path)  # what a person typed on a page survives a visit to another one
+try:
+    sidebar.render()
+    current.run()
+finally:
+    state.remember()

@@ -28,12 +28,20 @@ def _cast(raw: str, default: Any) -> Any:
     return raw
 
 
+KEPT_KEYS = "_kept_keys"  # every key a page initialised with init(): what it must not lose
+KEPT_VALUES = "_kept_values"  # their last values, copied at the end of every run
+LAST_PAGE = "_last_page"  # the page the previous run showed
+
+
 def init(defaults: dict[str, Any], url_keys: dict[str, str] | None = None) -> None:
     """Set each missing key: from the URL parameter named in `url_keys`, else its default.
 
     A URL value that does not parse falls back to the default rather than failing the page.
+    The keys are remembered (see `remember` / `restore`), so what a person typed survives a visit
+    to another page.
     """
     url_keys = url_keys or {}
+    st.session_state.setdefault(KEPT_KEYS, set()).update(defaults)
     for key, default in defaults.items():
         if key in st.session_state:
             continue
@@ -64,3 +72,34 @@ def init_shared() -> None:
 def current_model() -> str:
     """The id picked in the sidebar."""
     return st.session_state.get(MODEL, DEFAULT_CHAT_MODEL)
+
+
+def remember() -> None:
+    """Copy the value of every key pages initialised (app.py calls this at the end of every run,
+    even one cut short by st.stop or st.rerun).
+
+    Streamlit drops the values of widgets that were not drawn after this, once the run is over; a
+    key missing already here was deleted by the page itself (a message shown once, a request
+    handled), and is not brought back.
+    """
+    ss = st.session_state
+    ss[KEPT_VALUES] = {k: ss[k] for k in ss.get(KEPT_KEYS, ()) if k in ss}
+
+
+def restore(page: str) -> None:
+    """Put back the values Streamlit dropped (app.py calls this before the page runs).
+
+    Streamlit deletes a widget's value at the end of any run that did not draw the widget: every
+    run of another page, and a run cut short by a click before the widget was drawn. Without this,
+    text typed on one page is gone after a look at another. On arriving at a page every kept value
+    is assigned again, even one still held: the browser drew the page's widgets afresh and shows
+    their defaults unless the server says the value was set.
+    """
+    ss = st.session_state
+    arrived = ss.get(LAST_PAGE) != page
+    ss[LAST_PAGE] = page
+    for k, v in ss.get(KEPT_VALUES, {}).items():
+        if k not in ss:
+            ss[k] = v
+        elif arrived:
+            ss[k] = ss[k]

@@ -74,6 +74,39 @@ def test_app_in_chromium(app_url, page):
     screenshot(page, "home-gemma")
 
 
+@pytest.mark.browser
+def test_what_was_typed_survives_a_visit_to_other_pages(app_url, page):
+    """Streamlit drops a widget's value when another page runs; the app keeps and restores it."""
+    page.goto(f"{app_url}/tokens")
+    page.get_by_role("heading", name="Tokenization").wait_for()
+    wait_idle(page)
+    text = page.locator("textarea").first
+    text.fill("Text I typed on the tokenization page.")
+    text.press("Control+Enter")
+    page.get_by_text("typed", exact=True).wait_for()  # a token of the new text is drawn
+    wait_idle(page)
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.get_by_role("link", name="Next token").click()
+    page.get_by_role("heading", name="Next token").wait_for()
+    wait_idle(page)
+    prompt = page.locator("textarea").first
+    prompt.fill("My own prompt for the next token")
+    prompt.press("Control+Enter")
+    wait_idle(page)
+    nav.get_by_role("link", name="Compare models").click()
+    page.get_by_role("heading", name="Compare models").wait_for()
+    wait_idle(page)
+    nav.get_by_role("link", name="Tokenization").click()
+    page.get_by_role("heading", name="Tokenization").wait_for()
+    wait_idle(page)
+    assert page.locator("textarea").first.input_value() == "Text I typed on the tokenization page."
+    assert "text=Text+I+typed" in page.url  # and the link to the view says so again
+    nav.get_by_role("link", name="Next token").click()
+    page.get_by_role("heading", name="Next token").wait_for()
+    wait_idle(page)
+    assert page.locator("textarea").first.input_value() == "My own prompt for the next token"
+
+
 def test_hub_model_from_the_sidebar_downloads_and_shows_facts(hub_server):
     at = app_test()
     at.sidebar.text_input(key="sidebar_hub_id").set_value("tiny-org/tiny-bert-not-there").run()

@@ -112,24 +112,18 @@ def store() -> core.ExperimentStore:
     return cache.experiment_store()
 
 
-# --- widget values that outlive a cut-short run ----------------------------------------------------
-
-KEPT = [K.name, K.n, *[K.tpl(part, i) for part in ("fmt", "sys", "tpl") for i in range(4)], K.paste, K.models,
-        K.max_tokens, K.temperature, K.chat, K.confirm, K.blind, K.judge_model, K.judge_tokens, K.rubric]
-
+# --- editors that outlive a cut-short run ----------------------------------------------------------
+# (the other widgets' values are kept by components.state, for every page)
 
 def _editor_key(kind: str) -> str:
     return f"ab_{kind}_{st.session_state[K.table_ver if kind == 'table' else K.checks_ver]}"
 
 
-def restore_kept() -> None:
-    """Streamlit drops a widget's value when a run is cut short before the widget is drawn (a click
-    while the page is still loading) and when another page is shown; bring each back from its copy.
-    An editor whose state was dropped is rebuilt from the rows it last showed."""
+def restore_editors() -> None:
+    """Streamlit drops an editor's edits when a run is cut short before it is drawn (a click while
+    the page is still loading) and when another page is shown: an editor whose state was dropped is
+    rebuilt from the rows it last showed."""
     ss = st.session_state
-    for k in KEPT:
-        if k not in ss and f"_kept_{k}" in ss:
-            ss[k] = ss[f"_kept_{k}"]
     for kind, base, last, ver in (("table", K.rows, K.current, K.table_ver), ("checks", K.checks, K.checks_current,
                                                                              K.checks_ver)):
         if ver in ss and _editor_key(kind) not in ss and ss.get(last) is not None:
@@ -139,13 +133,6 @@ def restore_kept() -> None:
                 ss[base] = ss[last]
             ss[last] = None
             ss[ver] += 1
-
-
-def save_kept() -> None:
-    ss = st.session_state
-    for k in KEPT:
-        if k in ss:
-            ss[f"_kept_{k}"] = ss[k]
 
 
 # --- callbacks: they run before the page, so they may set widget values -------------------------
@@ -241,7 +228,7 @@ def on_vote(exp_id: str, row: int, a: core.Arm, b: core.Arm, choice: str, blind:
 # --- the page -----------------------------------------------------------------------------------
 
 ss = st.session_state
-restore_kept()
+restore_editors()
 state.init(defaults(), {K.exp: "exp"})
 try:
     db = store()
@@ -254,7 +241,6 @@ if ss[K.exp] and ss[K.exp] != ss[K.loaded]:  # a link to an experiment
     except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         st.error(describe(exc))
         ss[K.exp] = ss[K.loaded] = ""
-save_kept()
 
 st.title("Prompt A/B")
 st.write(
