@@ -74,6 +74,11 @@ def current_model() -> str:
     return st.session_state.get(MODEL, DEFAULT_CHAT_MODEL)
 
 
+def keep(*keys: str) -> None:
+    """Keep keys a page sets itself rather than through init() (their first value is computed)."""
+    st.session_state.setdefault(KEPT_KEYS, set()).update(keys)
+
+
 def remember() -> None:
     """Copy the value of every key pages initialised (app.py calls this at the end of every run,
     even one cut short by st.stop or st.rerun).

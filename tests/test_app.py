@@ -127,3 +127,24 @@ def test_hub_model_from_the_sidebar_downloads_and_shows_facts(hub_server):
     assert "2 × 4 (2 key/value)" in shown and "49,152" in shown and "LlamaForCausalLM" in shown
     # once downloaded it is in the picker's catalogue
     assert "tiny-llama (Hub)" in at.sidebar.selectbox(key="model_id").options
+
+
+def test_page_values_come_back_after_other_pages_ran():
+    """AppTest runs the same script runner as the server: values Streamlit drops when another page
+    runs (including ones a page computes itself, not only its defaults) are restored."""
+    from tests.conftest import ROOT
+
+    at = app_test("views/tokens.py")
+    at.text_area(key="tokens_text").set_value("Kept across pages.").run()
+    at.session_state["tokens_view"] = "Side by side"  # the tab that draws the tokenizer picker
+    at.run()
+    at.multiselect(key="tokens_compare").set_value(["smollm2-135m-instruct", "all-minilm-l6-v2"]).run()
+    for page in ("views/compare.py", "views/home.py"):
+        at.switch_page(str(ROOT / page))
+        at.run()
+        assert not at.exception
+        assert at.title[0].value != "Tokenization"  # another page ran
+    at.switch_page(str(ROOT / "views/tokens.py"))
+    at.run()
+    assert at.text_area(key="tokens_text").value == "Kept across pages."
+    assert at.multiselect(key="tokens_compare").value == ["smollm2-135m-instruct", "all-minilm-l6-v2"]

@@ -115,6 +115,7 @@ if st.session_state[K.ppl_sample] not in [*core.SAMPLES, OWN_TEXT]:
     st.session_state[K.ppl_sample] = next(iter(core.SAMPLES))
 if st.session_state[K.hub_sort] not in ("downloads", "likes"):
     st.session_state[K.hub_sort] = "downloads"
+state.keep(K.models, K.ppl_text)
 if K.models not in st.session_state:
     wanted = [m.strip() for m in st.session_state[K.models_text].split(",") if m.strip()]
     st.session_state[K.models] = [m for m in wanted if m in options][: core.MAX_MODELS] or default_models()

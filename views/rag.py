@@ -163,6 +163,7 @@ state.init({
     K.b_chunk_overlap: CHUNK_DEFAULTS["recursive"][1], K.b_neighbours: 0, K.ab_answers: True,
     K.eval_source: BUNDLED_SET, K.eval_text: EXAMPLE_QUESTIONS, K.eval_k: 5, K.setup_name: "",
 }, URL)
+state.keep(K.topics)
 if K.topics not in st.session_state:
     wanted = [t.strip() for t in st.session_state[K.topics_text].split(",")]
     st.session_state[K.topics] = [t for t in wanted if t in docs_core.sample_topics()] or DEFAULT_TOPICS

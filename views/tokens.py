@@ -101,6 +101,7 @@ state.init(
 if st.session_state.get(K.sidebar_seen, sidebar_pick) != sidebar_pick:
     st.session_state[K.model] = sidebar_pick  # a new pick in the sidebar: follow it
 st.session_state[K.sidebar_seen] = sidebar_pick
+state.keep(K.compare, K.decode)
 if K.compare not in st.session_state:
     wanted = [m for m in st.query_params.get("vs", "").split(",") if m]
     st.session_state[K.compare] = [m for m in wanted if m in options] or [DEFAULT_CHAT_MODEL, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER]
