@@ -318,8 +318,11 @@ def scores_figure(exp: Experiment, summaries: Sequence[ArmSummary]) -> go.Figure
     fig = go.Figure()
     for i, s in enumerate(summaries):
         ys = [f(s) for _, f in metrics]
+        labels = [_num(y, "{:.2f}") for y in ys]
         fig.add_bar(name=s.label, x=[m for m, _ in metrics], y=[0 if y is None else y for y in ys],
-                    marker_color=COLOURS[i % 4], text=[_num(y, "{:.2f}") for y in ys], textposition="outside")
+                    marker_color=COLOURS[i % 4], hovertext=labels, hoverinfo="name+x+text",
+                    # with three or more bars per group the numbers above them overlap: hover shows them
+                    text=labels if len(summaries) <= 2 else None, textposition="outside")
     fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis=dict(range=[0, 1.15]),
                       title="Checks and reference scores (higher is better)", legend=dict(orientation="h", y=-0.15))
     return fig
