@@ -59,7 +59,7 @@ def test_bad_model_in_url_falls_back():
 @pytest.mark.browser
 def test_app_in_chromium(app_url, page):
     page.goto(app_url)
-    page.get_by_role("heading", name="LLM Playground").wait_for()
+    page.get_by_role("heading", name="LLM Playground", exact=True).wait_for()
     wait_idle(page)
     assert page.title() == "LLM Playground" or "LLM Playground" in page.title()
     sidebar = page.locator('[data-testid="stSidebar"]')
@@ -78,7 +78,7 @@ def test_app_in_chromium(app_url, page):
 def test_what_was_typed_survives_a_visit_to_other_pages(app_url, page):
     """Streamlit drops a widget's value when another page runs; the app keeps and restores it."""
     page.goto(f"{app_url}/tokens")
-    page.get_by_role("heading", name="Tokenization").wait_for()
+    page.get_by_role("heading", name="Tokenization", exact=True).wait_for()
     wait_idle(page)
     text = page.locator("textarea").first
     text.fill("Text I typed on the tokenization page.")
@@ -87,22 +87,22 @@ def test_what_was_typed_survives_a_visit_to_other_pages(app_url, page):
     wait_idle(page)
     nav = page.locator('[data-testid="stSidebarNav"]')
     nav.get_by_role("link", name="Next token").click()
-    page.get_by_role("heading", name="Next token").wait_for()
+    page.get_by_role("heading", name="Next token", exact=True).wait_for()
     wait_idle(page)
     prompt = page.locator("textarea").first
     prompt.fill("My own prompt for the next token")
     prompt.press("Control+Enter")
     wait_idle(page)
     nav.get_by_role("link", name="Compare models").click()
-    page.get_by_role("heading", name="Compare models").wait_for()
+    page.get_by_role("heading", name="Compare models", exact=True).wait_for()
     wait_idle(page)
     nav.get_by_role("link", name="Tokenization").click()
-    page.get_by_role("heading", name="Tokenization").wait_for()
+    page.get_by_role("heading", name="Tokenization", exact=True).wait_for()
     wait_idle(page)
     assert page.locator("textarea").first.input_value() == "Text I typed on the tokenization page."
     assert "text=Text+I+typed" in page.url  # and the link to the view says so again
     nav.get_by_role("link", name="Next token").click()
-    page.get_by_role("heading", name="Next token").wait_for()
+    page.get_by_role("heading", name="Next token", exact=True).wait_for()
     wait_idle(page)
     assert page.locator("textarea").first.input_value() == "My own prompt for the next token"
 

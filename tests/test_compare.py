@@ -326,7 +326,7 @@ def test_compare_page_streams_in_chromium(app_url, page):
 
     page.set_viewport_size({"width": 1400, "height": 2300})  # Streamlit scrolls inside its main block
     page.goto(f"{app_url}/compare?max=16")
-    page.get_by_role("heading", name="Compare models").wait_for()
+    page.get_by_role("heading", name="Compare models", exact=True).wait_for()
     wait_idle(page)
     page.locator(".st-key-compare_run button").click()
     main = page.locator('[data-testid="stMain"]')

@@ -595,7 +595,7 @@ def test_prompt_ab_in_chromium(app_url, page):
     from tests.conftest import screenshot, wait_idle
 
     page.goto(f"{app_url}/prompt_ab")
-    page.get_by_role("heading", name="Prompt A/B").wait_for()
+    page.get_by_role("heading", name="Prompt A/B", exact=True).wait_for()
     page.get_by_text("Press Run to fill the grid").wait_for()
     wait_idle(page)
     assert page.locator("textarea").nth(1).input_value() == "Answer in as few words as possible.\nQuestion: {question}"
@@ -624,7 +624,7 @@ def test_prompt_ab_in_chromium(app_url, page):
 
     page.get_by_role("tab", name="Grid").click()
     page.set_viewport_size({"width": 1400, "height": 1500})
-    page.get_by_role("heading", name="5 · Results").scroll_into_view_if_needed()
+    page.get_by_role("heading", name="5 · Results", exact=True).scroll_into_view_if_needed()
     page.get_by_role("tabpanel", name="Grid").get_by_text("Cell details").wait_for()
     page.get_by_text("Against the reference: exact match").wait_for()
     page.wait_for_timeout(1000)

@@ -608,12 +608,12 @@ def test_page_in_chromium(app_url, page):
 
     cache.release_qdrant()  # local mode is one process per folder: hand the test store to the app server
     page.goto(f"{app_url}/rag?topics_mode=Choose+topics&topics=assert,pass,global,yield&max_new=32")
-    page.get_by_role("heading", name="RAG builder").wait_for()
+    page.get_by_role("heading", name="RAG builder", exact=True).wait_for()
     page.get_by_text("of these").first.wait_for()
     index_button = page.get_by_role("button", name="Index these chunks")
     if index_button.count():
         index_button.click()
-    page.get_by_role("heading", name="4 · Retrieve").wait_for()
+    page.get_by_role("heading", name="4 · Retrieve", exact=True).wait_for()
     box = page.get_by_label("Question", exact=True)
     box.fill("What is the value of the built-in variable __debug__?")
     box.press("Enter")
@@ -623,6 +623,6 @@ def test_page_in_chromium(app_url, page):
     assert page.locator(".raganswer").count() >= 1
     assert "rag" in page.url.split("?")[0]
     page.set_viewport_size({"width": 1400, "height": 2600})
-    page.get_by_role("heading", name="4 · Retrieve").scroll_into_view_if_needed()
+    page.get_by_role("heading", name="4 · Retrieve", exact=True).scroll_into_view_if_needed()
     page.wait_for_timeout(800)
     screenshot(page, "rag")

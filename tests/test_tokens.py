@@ -440,7 +440,7 @@ def test_page_bad_input_and_links(toks):
 def test_tokens_page_in_chromium(app_url, page, toks):
     page.set_viewport_size({"width": 1400, "height": 1800})
     page.goto(f"{app_url}/tokens")
-    page.get_by_role("heading", name="Tokenization").wait_for()
+    page.get_by_role("heading", name="Tokenization", exact=True).wait_for()
     page.get_by_text("Characters per token").first.wait_for()
     wait_idle(page)
     tokens_metric = page.locator('[data-testid="stMetric"]').filter(has_text="Tokens").first
