@@ -390,9 +390,17 @@ def load_tokenizer(model_id: str, progress: Progress | None = None):
     else:
         folder = prepare(spec.base_id, progress)
     try:
-        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"The tokenizer of {spec.id} could not be loaded: {exc}") from exc
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        # MiniLM's tokenizer.json pads and truncates to 128. Every call here asks for neither, and
+        # transformers would switch them off on this object (shared by every session) at the first
+        # call; switching them off once here means no call ever changes the shared object.
+        backend.no_truncation()
+        backend.no_padding()
+    return tok
 
 
 def load_causal_lm(model_id: str, progress: Progress | None = None) -> LoadedModel:

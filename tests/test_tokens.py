@@ -85,6 +85,19 @@ def test_ids_equal_the_tokenizers_library(model, toks, raw):
         assert tk.complete
 
 
+def test_shared_minilm_tokenizer_neither_truncates_nor_changes():
+    """MiniLM's file truncates to 128; a freshly loaded tokenizer (the app shares it between
+    sessions) does not, before any call, and tokenizing leaves its settings as they were."""
+    from playground.loading import load_tokenizer
+
+    tok = load_tokenizer(MINILM)
+    assert tok.backend_tokenizer.truncation is None and tok.backend_tokenizer.padding is None
+    long_text = "word " * 400
+    assert len(T.tokenize(tok, long_text, model_id=MINILM).ids) == 402  # [CLS] + 400 + [SEP]
+    assert len(tok(long_text)["input_ids"]) == 402
+    assert tok.backend_tokenizer.truncation is None and tok.backend_tokenizer.padding is None
+
+
 @pytest.mark.parametrize("model", [SMOL, GEMMA])
 def test_decode_encode_round_trip(model, toks):
     """Byte-level BPE and byte-fallback SentencePiece promise to give any text back."""
