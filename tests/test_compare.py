@@ -87,6 +87,18 @@ def test_one_at_a_time_per_model_settings_and_together_changes_no_answer(side_by
     assert side_by_side[0].result.runs[0].token_ids == alone.token_ids
 
 
+def test_a_seed_gives_the_same_sampled_answers_together_or_one_at_a_time(smollm2, gemma):
+    """Sampled, seeded: the side-by-side answers do not depend on whether the models ran at once."""
+    entries = [core.Entry(smollm2.id, GenerationSettings(max_new_tokens=14, temperature=1.0, seed=21)),
+               core.Entry(gemma.id, GenerationSettings(max_new_tokens=14, temperature=1.0, seed=21))]
+    together = core.compare([smollm2, gemma], PROMPT, entries, concurrent=True)
+    apart = core.compare([smollm2, gemma], PROMPT, entries, concurrent=False)
+    assert [r.token_ids for r in together.runs] == [r.token_ids for r in apart.runs]
+    other = core.compare([smollm2, gemma], PROMPT, [core.Entry(e.model_id, GenerationSettings(
+        max_new_tokens=14, temperature=1.0, seed=22)) for e in entries], concurrent=True)
+    assert [r.token_ids for r in other.runs] != [r.token_ids for r in together.runs]
+
+
 def test_bad_setups_are_refused_before_anything_runs(smollm2, gemma):
     with pytest.raises(InputError, match="1 model"):
         core.SideBySide([smollm2], PROMPT, [core.Entry(smollm2.id)])
