@@ -27,6 +27,7 @@ import torch
 from playground.errors import ContextLengthError, InputError, PlaygroundError
 from playground.loading import LoadedModel
 from playground.options import option, validate
+from playground.sampling import SamplingSettings, probs
 
 
 @dataclass(frozen=True)
@@ -135,15 +136,11 @@ class _SeededSampler:
     """
 
     def __init__(self, settings: GenerationSettings) -> None:
-        from playground.sampling import SamplingSettings
-
         self.sampling = SamplingSettings(temperature=settings.temperature, top_k=settings.top_k,
                                          top_p=settings.top_p, seed=settings.seed)
         self.generator = torch.Generator().manual_seed(int(settings.seed))
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        from playground.sampling import probs
-
         picked = torch.multinomial(probs(scores, self.sampling), 1, generator=self.generator)  # (B, 1)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, picked, 0.0)
@@ -207,6 +204,7 @@ class Stream:
     def __iter__(self) -> Iterator[Chunk]:
         streamer = _QueueStreamer()
         kwargs = self._kwargs(streamer)
+
         def work() -> None:
             try:
                 with torch.no_grad():
