@@ -6,7 +6,7 @@ memory cannot hide the next one's peak) and each time as the median of --repeat 
                (the baseline);
   - tuple:     transformers' own `output_attentions=True`, stacked into one tensor: what a tool
                that asks the model for its attentions holds (every layer's maps, then a copy);
-  - extract:   `playground.inspect.attention_maps`: the maps captured layer by layer into one
+  - extract:   `playground.passes.attention_maps`: the maps captured layer by layer into one
                preallocated tensor (float32 up to 1 GiB of maps, float16 past it);
   - analyse:   extract + summaries (entropy, sink) + overview thumbnails (what the page computes once);
   - render:    from a kept analysis, the page's six plotly figures built and serialised to JSON
@@ -77,7 +77,7 @@ def child(stage: str, n_tokens: int, repeat: int) -> dict:
 
     from components import attention as figs
     from playground import attention as attn
-    from playground import inspect as pin
+    from playground import passes as pin
     from playground.loading import load_causal_lm
 
     lm = load_causal_lm(MODEL)

@@ -2,7 +2,7 @@
 
 For each bundled causal LM and two prefix lengths (the page's default prompt, ~16 tokens,
 and a walk grown to ~256 tokens) it times, as medians of --repeat runs:
-  - forward:  `playground.inspect.next_token_distribution` on the prefix (the baseline: the
+  - forward:  `playground.passes.next_token_distribution` on the prefix (the baseline: the
               model call a slider would cost if the logits were not cached);
   - shape:    the core work of one re-render: `stepping.view` for the chart plus four views
               for the temperatures side by side, from the cached logits;
@@ -54,7 +54,7 @@ def main(repeat: int, threads: int | None) -> None:
         torch.set_num_threads(threads)
     from streamlit.testing.v1 import AppTest
 
-    from playground import inspect, loading
+    from playground import passes, loading
     from playground import stepping as stp
     from playground.sampling import SamplingSettings
 
@@ -67,8 +67,8 @@ def main(repeat: int, threads: int | None) -> None:
         for label, text in (("default", None), ("long", LONG)):
             prompt_text = text or "Once upon a time, in a small village by the sea, there lived a"
             ids = stp.make_prompt(lm.tokenizer, prompt_text, use_chat_template=False).ids
-            forward = median_time(lambda: inspect.next_token_distribution(lm, ids), repeat)
-            dist = inspect.next_token_distribution(lm, ids)
+            forward = median_time(lambda: passes.next_token_distribution(lm, ids), repeat)
+            dist = passes.next_token_distribution(lm, ids)
             s = SamplingSettings(temperature=0.8, top_p=0.9)
 
             def shape_all() -> None:
@@ -85,13 +85,13 @@ def main(repeat: int, threads: int | None) -> None:
             at.run()
             assert not at.exception, at.exception
             values = iter([0.3, 0.9, 1.4, 0.6, 1.1] * (repeat // 5 + 2))
-            before = inspect.FORWARD_PASSES
+            before = passes.FORWARD_PASSES
 
             def move() -> None:
                 at.slider(key="next_token_temperature").set_value(next(values)).run()
 
             rerender = median_time(move, repeat)
-            assert inspect.FORWARD_PASSES == before, "a slider re-render ran the model"
+            assert passes.FORWARD_PASSES == before, "a slider re-render ran the model"
             assert not at.exception, at.exception
             print(f"{model_id:<24}{len(ids):>8}{forward * 1e3:>14.0f}{shape * 1e3:>12.1f}{rerender * 1e3:>15.0f}"
                   f"{forward / shape:>14.1f}x{forward / rerender:>17.2f}x", flush=True)

@@ -1,6 +1,6 @@
 """Reductions of attention maps: what the Attention page draws, computed from one forward pass.
 
-Given `AttentionMaps` (playground.inspect: weights (layers, heads, T, T), rows sum to 1):
+Given `AttentionMaps` (playground.passes: weights (layers, heads, T, T), rows sum to 1):
 
 - `head_map(maps, layer, head)`: one head's (T, T) map, or the mean over heads (`head=None`).
 - `window(maps, layer, head, start, size)`: rows and columns `start:start+size` of a map, plus
@@ -20,10 +20,10 @@ Given `AttentionMaps` (playground.inspect: weights (layers, heads, T, T), rows s
 - `encode(lm, text)` / `run(lm, text)` / `analyse(lm, text)`: the text's token ids, checked
   against the model's context (a clear message past it), the maps, and all of the above.
 
-What it leaves out: running the model (playground.inspect) and drawing (components.attention).
+What it leaves out: running the model (playground.passes) and drawing (components.attention).
 
 >>> import torch
->>> from playground.inspect import AttentionMaps
+>>> from playground.passes import AttentionMaps
 >>> w = torch.tensor([[1.0, 0, 0, 0], [.5, .5, 0, 0], [.2, .3, .5, 0], [.1, .2, .3, .4]])
 >>> maps = AttentionMaps("demo", (1, 2, 3, 4), ("a", "b", "c", "d"), w.reshape(1, 1, 4, 4), True)
 >>> downsample(w, 2).tolist()  # rows 0-1 average [1, 0] and [1, 0]; rows 2-3 average [.5, .5] and [.3, .7]
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from playground.errors import InputError
-from playground.inspect import AttentionMaps, attention_maps, check_length
+from playground.passes import AttentionMaps, attention_maps, check_length
 from playground.loading import LoadedModel
 from playground.options import option
 

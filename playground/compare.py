@@ -39,7 +39,7 @@ import torch
 from playground import generate as gen
 from playground.errors import InputError, PlaygroundError, describe
 from playground.generate import GenerationResult, GenerationSettings
-from playground.inspect import forward
+from playground.passes import forward
 from playground.loading import LoadedModel, model_facts
 
 MIN_MODELS, MAX_MODELS = 2, 4

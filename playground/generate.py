@@ -11,7 +11,7 @@ running at the same time.
     for chunk in gen: print(chunk.text, end="")
     result = gen.result
 
-What it leaves out: the step-by-step distribution view (playground.inspect + sampling).
+What it leaves out: the step-by-step distribution view (playground.passes + sampling).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Bad values raise `InputError` naming the value: a negative temperature, top-p ou
 >>> probs(torch.tensor([2.0, 1.0, 0.0]), SamplingSettings(temperature=1.0, top_k=2)).round(decimals=3)
 tensor([0.7310, 0.2690, 0.0000])
 
-What it leaves out: the model (playground.inspect runs it) and the step-by-step walk and
+What it leaves out: the model (playground.passes runs it) and the step-by-step walk and
 the sampling sweep (playground.stepping).
 """
 

@@ -12,8 +12,8 @@
   each of several temperatures (batched, with a KV cache: one model call per new token for
   the whole batch) and reports each temperature's mean log-probability and distinct-n.
 
-The forward passes of a walk go through `playground.inspect.next_token_distribution`, and
-those of the sweep are counted in the same `inspect.FORWARD_PASSES`, so a test can check
+The forward passes of a walk go through `playground.passes.next_token_distribution`, and
+those of the sweep are counted in the same `passes.FORWARD_PASSES`, so a test can check
 that a slider moves without a model call.
 
 What it leaves out: the sampling math (playground.sampling), rendering (components), and
@@ -31,10 +31,10 @@ from typing import Literal
 
 import torch
 
-from playground import inspect
+from playground import passes
 from playground.errors import ContextLengthError, InputError
 from playground.generate import encode_prompt, format_prompt, templated
-from playground.inspect import NextTokenDistribution
+from playground.passes import NextTokenDistribution
 from playground.loading import LoadedModel
 from playground.options import bounds, option, validate
 from playground.sampling import SamplingSettings, Shaped, check, filtered_logits, shape
@@ -97,7 +97,7 @@ class LogitsCache:
     """The last `max_entries` next-token distributions, keyed by (model id, prefix ids).
 
     One per browser session (it lives in the session state, never shared). A miss runs one
-    forward pass through `inspect.next_token_distribution`; a hit runs nothing.
+    forward pass through `passes.next_token_distribution`; a hit runs nothing.
     """
 
     def __init__(self, max_entries: int = 32) -> None:
@@ -119,7 +119,7 @@ class LogitsCache:
             self._d.move_to_end(key)
             return self._d[key]
         self.misses += 1
-        dist = inspect.next_token_distribution(lm, list(key[1]))
+        dist = passes.next_token_distribution(lm, list(key[1]))
         self._d[key] = dist
         while len(self._d) > self.max_entries:
             self._d.popitem(last=False)
@@ -408,7 +408,7 @@ def sweep(lm: LoadedModel, prefix_ids: Sequence[int], settings: SamplingSettings
         check(replace(settings, temperature=float(t)))
     ids = torch.as_tensor(list(prefix_ids), dtype=torch.long).reshape(1, -1)  # (1, T)
     T0 = ids.shape[1]
-    inspect.check_length(lm, T0)
+    passes.check_length(lm, T0)
     if T0 + ss.n_tokens > lm.context_length:
         raise ContextLengthError(
             f"The prefix is {T0:,} tokens and the sweep adds {ss.n_tokens}; {lm.spec.name}'s context is "
@@ -424,7 +424,7 @@ def sweep(lm: LoadedModel, prefix_ids: Sequence[int], settings: SamplingSettings
 
     def call(**kw):
         nonlocal passes
-        inspect._count()  # the sweep's model calls count with every other forward pass
+        passes._count()  # the sweep's model calls count with every other forward pass
         passes += 1
         with torch.no_grad():
             return lm.model(**kw, use_cache=True)

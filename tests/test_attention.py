@@ -13,7 +13,7 @@ import torch
 
 from components import attention as figs
 from playground import attention as attn
-from playground import inspect as pin
+from playground import passes as pin
 from playground.errors import ContextLengthError, InputError
 from tests.conftest import app_test, screenshot, texts, wait_idle
 

@@ -171,7 +171,7 @@ def test_variants_structure(smollm2, variants):
 
 
 def test_divergence_and_variant_report(smollm2, variants):
-    from playground.inspect import forward
+    from playground.passes import forward
 
     bf16, int8 = variants
     text = "The Eiffel Tower is a wrought-iron lattice tower in Paris."

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from playground import inspect
+from playground import passes
 from playground import stepping as stp
 from playground.sampling import SamplingSettings, probs, shape
 from tests.conftest import app_test, screenshot, texts, wait_idle
@@ -21,7 +21,7 @@ WALKED = re.compile(r"\d+ tokens? walked ·")
 
 
 def direct_logits(lm, ids) -> torch.Tensor:
-    """The last position's logits straight from the model, not through playground.inspect."""
+    """The last position's logits straight from the model, not through playground.passes."""
     t = torch.tensor([list(ids)])
     with torch.no_grad():
         return lm.model(input_ids=t, attention_mask=torch.ones_like(t)).logits[0, -1].float()  # (V,)
@@ -35,7 +35,7 @@ def test_distribution_shown_is_softmax_of_the_last_logits(request, fixture):
     ref = torch.softmax(direct_logits(lm, prompt.ids), dim=-1)  # (V,)
     assert dist.vocab_size == ref.shape[0]
     assert torch.allclose(dist.probs(), ref, atol=1e-6)
-    from playground.inspect import forward  # the page's pass computes the last row only, not (T, V)
+    from playground.passes import forward  # the page's pass computes the last row only, not (T, V)
     last = forward(lm, torch.tensor(prompt.ids), last_only=True).logits
     assert last.shape == (1, ref.shape[0]) and forward(lm, torch.tensor(prompt.ids)).logits.shape[0] == len(prompt.ids)
     v = stp.view(dist, SamplingSettings(), lm.tokenizer, 20)
@@ -74,21 +74,21 @@ def test_filters_match_transformers_logits_processors(smollm2):
 def test_greedy_walk_of_32_steps_equals_model_generate(smollm2):
     lm = smollm2
     prompt = stp.make_prompt(lm.tokenizer, PROMPT, use_chat_template=False)
-    before = inspect.FORWARD_PASSES
+    before = passes.FORWARD_PASSES
     cache = stp.LogitsCache(max_entries=64)
     walk = stp.greedy_walk(lm, prompt.ids, 32, cache=cache)
-    assert inspect.FORWARD_PASSES - before == 32  # one forward pass per new token
+    assert passes.FORWARD_PASSES - before == 32  # one forward pass per new token
     ids = torch.tensor([list(prompt.ids)])
     ref = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False)
     assert list(walk.token_ids) == ref[0, ids.shape[1]:].tolist()
     assert len(walk.steps) == 32 and all(s.rank == 1 and s.how == "greedy" for s in walk.steps)
     # undo and reset give back earlier walks, and the text form round-trips through replay
     assert walk.undo().token_ids == walk.token_ids[:-1] and walk.reset().steps == ()
-    before = inspect.FORWARD_PASSES
+    before = passes.FORWARD_PASSES
     again = stp.replay(lm.spec.id, prompt.ids, stp.parse_walk(walk.to_param()), lambda i: cache.get(lm, i),
                        lm.tokenizer, SamplingSettings())
     assert again.token_ids == walk.token_ids
-    assert inspect.FORWARD_PASSES == before  # every prefix was cached: a replay runs nothing
+    assert passes.FORWARD_PASSES == before  # every prefix was cached: a replay runs nothing
     assert [s.p_model for s in again.steps] == pytest.approx([s.p_model for s in walk.steps], abs=1e-6)
 
 
@@ -124,9 +124,9 @@ def test_sweep_with_a_kv_cache_is_honest(smollm2):
     """Greedy rows equal model.generate; every log-probability equals a full forward pass's."""
     lm = smollm2
     prompt = stp.make_prompt(lm.tokenizer, PROMPT, use_chat_template=False)
-    before = inspect.FORWARD_PASSES
+    before = passes.FORWARD_PASSES
     sw = stp.sweep(lm, prompt.ids, SamplingSettings(seed=1), [0.0, 1.0, 2.0], stp.SweepSettings(n_samples=3, n_tokens=16))
-    assert inspect.FORWARD_PASSES - before == sw.forward_passes == 16  # prefill + 15 batched steps
+    assert passes.FORWARD_PASSES - before == sw.forward_passes == 16  # prefill + 15 batched steps
     ids = torch.tensor([list(prompt.ids)])
     ref = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False)
     greedy = sw.points[0]
@@ -168,13 +168,13 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
     assert m["Entropy"] == f"{shape(logits, SamplingSettings()).entropy_bits:.2f} bits"
 
     # sliders re-render from the cached logits: no forward pass, and the numbers follow the math
-    passes = inspect.FORWARD_PASSES
+    passes = passes.FORWARD_PASSES
     at.slider(key="next_token_temperature").set_value(0.5).run()
     at.number_input(key="next_token_top_k").set_value(5).run()
     at.slider(key="next_token_top_p").set_value(0.6).run()
     at.slider(key="next_token_min_p").set_value(0.1).run()
     assert not at.exception, at.exception
-    assert inspect.FORWARD_PASSES == passes, "moving a slider ran the model"
+    assert passes.FORWARD_PASSES == passes, "moving a slider ran the model"
     s = SamplingSettings(temperature=0.5, top_k=5, top_p=0.6, min_p=0.1)
     sh = shape(logits, s)
     m = metrics(at)
@@ -185,7 +185,7 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
 
     # temperatures side by side: one caption entry per temperature, numbers from the same logits
     at.text_input(key="next_token_temps").set_value("0, 1, 2").run()
-    assert inspect.FORWARD_PASSES == passes
+    assert passes.FORWARD_PASSES == passes
     cap = next(c.value for c in at.caption if c.value.startswith("T = 0"))
     for t in (0.0, 1.0, 2.0):
         sh_t = shape(logits, SamplingSettings(temperature=t, top_k=5, top_p=0.6, min_p=0.1))
@@ -200,7 +200,7 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
     at.slider(key="next_token_top_p").set_value(1.0)
     at.slider(key="next_token_min_p").set_value(0.0).run()
     at.button(key="next_token_step_greedy").click().run()
-    assert inspect.FORWARD_PASSES == passes + 1
+    assert passes.FORWARD_PASSES == passes + 1
     top_id = int(logits.argmax())
     first = smollm2.tokenizer.decode([top_id]).replace(" ", "␣")
     assert f"1 token walked · last: {first} (greedy), model probability {100 * float(ref.max()):.1f}%, rank 1" in texts(at)
@@ -208,13 +208,13 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
     third = pick.options[2]
     pick.select_index(2).run()
     at.button(key="next_token_step_pick").click().run()
-    assert inspect.FORWARD_PASSES == passes + 2
+    assert passes.FORWARD_PASSES == passes + 2
     rows = at.main.dataframe[0].value
     assert list(rows["how"]) == ["greedy", "picked"] and list(rows["rank"]) == [1, 3]
     assert rows["token"].iloc[1] in third
     walk_param = at.query_params["walk"]
     at.button(key="next_token_undo").click().run()
-    assert inspect.FORWARD_PASSES == passes + 2  # undo comes from the cache
+    assert passes.FORWARD_PASSES == passes + 2  # undo comes from the cache
     assert "1 token walked" in texts(at)
     at.button(key="next_token_step_sample").click().run()
     assert "2 tokens walked" in texts(at) and "(sampled)" in texts(at)

@@ -13,7 +13,7 @@ What it leaves out: sampling math (playground.sampling), reductions of the atten
 
 from __future__ import annotations
 
-import inspect as pyinspect
+import inspect as pyinspect  # the standard library; this module was once named inspect too
 import math
 import threading
 from contextvars import ContextVar
