@@ -196,7 +196,7 @@ class SideBySide:
                                  r.total_seconds, r.finish_reason, lm.load_seconds, lm.memory_bytes)
             return ModelRun(i, lm.spec.id, lm.spec.label, lm.spec.precision, s.templated, s.prompt, e.settings,
                             r.text, r.token_ids, metrics)
-        metrics = RunMetrics(int(s.input_ids.shape[1]), 0, 0.0, 0.0, 0.0, "error", lm.load_seconds, lm.memory_bytes)
+        metrics = RunMetrics(s.prompt_tokens, 0, 0.0, 0.0, 0.0, "error", lm.load_seconds, lm.memory_bytes)
         return ModelRun(i, lm.spec.id, lm.spec.label, lm.spec.precision, s.templated, s.prompt, e.settings,
                         "", (), metrics, error=describe(payload))
 

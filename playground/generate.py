@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from playground.engines import TokenLogprob
 from playground.errors import ContextLengthError, InputError, PlaygroundError
 from playground.loading import LoadedModel
 from playground.options import option, validate
@@ -44,11 +45,16 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class Chunk:
-    """New text since the last chunk, and the token ids that produced it."""
+    """New text since the last chunk, and the token ids that produced it.
+
+    `logprobs` holds, where the engine gives them, one entry per generated token in this chunk
+    (its log-probability and top alternatives); engines that do not give them leave it empty.
+    """
 
     text: str
     token_ids: tuple[int, ...]
     elapsed: float
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,13 @@ class GenerationResult:
     finish_reason: str  # "end of turn" | "end of sequence" | "max tokens" | "stop sequence" | "cancelled"
     time_to_first_token: float
     total_seconds: float
+    engine: str = "transformers"
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per generated token, where the engine gives them
+    generated_tokens: int | None = None  # tokens generated when `token_ids` is not known (a remote server)
 
     @property
     def new_tokens(self) -> int:
-        return len(self.token_ids)
+        return self.generated_tokens if self.generated_tokens is not None else len(self.token_ids)
 
     @property
     def tokens_per_second(self) -> float:
@@ -178,6 +187,10 @@ class Stream:
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.input_ids.shape[1])
+
     def _kwargs(self, streamer) -> dict:
         s = self.settings
         kw = dict(
@@ -274,8 +287,14 @@ class Stream:
 
 def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
            system: str | None = None) -> Stream:
-    """Stream `text` through `lm`, via its chat template when it has one and it is asked for."""
+    """Stream `text` through `lm`, via its chat template when it has one and it is asked for.
+
+    `lm` is any loaded entry (playground.engines.EngineModel); entries on llama.cpp or a remote
+    server stream through their own engine with the same settings and the same Chunk / result types.
+    """
     settings = settings or GenerationSettings()
+    if not isinstance(lm, LoadedModel):
+        return lm.stream(text, settings, use_chat_template=use_chat_template, system=system)
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to answer.")
     prompt = format_prompt(lm.tokenizer, text, use_chat_template, system)

@@ -37,14 +37,10 @@ from playground.errors import (
     PlaygroundError,
     RemoteCodeError,
 )
-from playground.registry import ModelSpec, get_model
+from playground.registry import GGUF_FILES, ModelSpec, get_model
 
 Progress = Callable[[float, str], None]
 MARKER = ".complete.json"
-GGUF_FILES = {
-    "smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf",
-}
 
 
 def _quiet(fraction: float, message: str) -> None:
@@ -339,6 +335,19 @@ class LoadedModel:
         cfg = getattr(self.model.config, "text_config", None) or self.model.config
         return int(cfg.num_attention_heads)
 
+    @property
+    def engine(self) -> str:
+        return "transformers"
+
+    @property
+    def capabilities(self):
+        return self.spec.capabilities
+
+    def stream(self, text: str, settings, use_chat_template: bool = True, system: str | None = None):
+        from playground import generate
+
+        return generate.stream(self, text, settings, use_chat_template=use_chat_template, system=system)
+
 
 def _check_config(spec: ModelSpec, folder: Path, want: str) -> dict:
     cfg_path = folder / "config.json"
@@ -404,7 +413,11 @@ def load_tokenizer(model_id: str, progress: Progress | None = None):
 
 
 def load_causal_lm(model_id: str, progress: Progress | None = None) -> LoadedModel:
-    """A causal LM at the precision its id names (fp32, bf16, or dynamic int8), in eval mode."""
+    """A causal LM at the precision its id names (fp32, bf16, or dynamic int8), in eval mode.
+
+    An entry on another engine comes back as that engine's model (playground.engines.EngineModel):
+    llama.cpp entries from `engines.llamacpp.load`, remote ones from `engines.remote.load`.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -412,6 +425,14 @@ def load_causal_lm(model_id: str, progress: Progress | None = None) -> LoadedMod
     spec = get_model(model_id)
     if not spec.can_generate:
         raise CapabilityError(f"{spec.name} is an encoder: it embeds text but cannot generate. Pick a causal LM.")
+    if spec.engine == "llama.cpp":
+        from playground.engines import llamacpp
+
+        return llamacpp.load(spec, report)
+    if spec.engine == "remote":
+        from playground.engines import remote
+
+        return remote.load(spec, report)
     start = time.perf_counter()
     folder = prepare(spec.base_id, report)
     _check_config(spec, folder, "causal-lm")

@@ -5,10 +5,14 @@ what it can do; it never loads weights (that is `playground.loading`). `list_mod
 every entry the sidebar shows: the bundled models, their bf16 / int8 variants, and Hub
 models already in the local Hugging Face cache.
 
-Ids:
-  - bundled: ``smollm2-135m-instruct``, ``gemma-3-270m``, ``all-minilm-l6-v2``
-  - a precision variant of a bundled or Hub causal LM: ``<id>:bf16`` or ``<id>:int8``
-  - any Hub repo: ``owner/name`` (optionally with a variant suffix)
+Ids, and the engine each runs on (see playground.engines):
+  - bundled: ``smollm2-135m-instruct``, ``gemma-3-270m``, ``all-minilm-l6-v2`` (transformers)
+  - a precision variant of a bundled or Hub causal LM: ``<id>:bf16`` or ``<id>:int8`` (transformers)
+  - a bundled GGUF file as it is, on llama.cpp: ``<id>:gguf``
+  - any Hub repo: ``owner/name`` (optionally with a variant suffix) (transformers)
+  - one GGUF file of a Hub repo, on llama.cpp: ``gguf:owner/name/file.gguf``
+  - a model served by an endpoint the person added: ``endpoint:<endpoint name>/<model name>``
+    (the model name is the server's, and may hold slashes and colons)
 
 What it leaves out: downloading (playground.hub) and facts read from a config
 (`playground.loading.model_facts`).
@@ -23,7 +27,16 @@ from typing import Literal
 from playground.errors import UnknownModelError
 
 Kind = Literal["causal-lm", "encoder"]
+Engine = Literal["transformers", "llama.cpp", "remote"]
 PRECISIONS = ("fp32", "bf16", "int8")
+GGUF_SUFFIX = "gguf"  # ``<bundled id>:gguf``: the bundled GGUF file on llama.cpp
+GGUF_PREFIX = "gguf:"  # ``gguf:owner/name/file.gguf``
+ENDPOINT_PREFIX = "endpoint:"  # ``endpoint:<endpoint>/<model>``
+BUNDLED_GGUF_QUANT = {"smollm2-135m-instruct": "Q4_1", "gemma-3-270m": "Q4_K_M"}
+GGUF_FILES = {  # the file each bundled GGUF package carries
+    "smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf",
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +45,7 @@ class ModelSpec:
 
     id: str
     name: str
-    source: Literal["bundled", "hub"]
+    source: Literal["bundled", "hub", "endpoint"]
     kind: Kind
     description: str
     origin: str  # where the weights come from, in words
@@ -42,6 +55,11 @@ class ModelSpec:
     base_id: str = ""  # the id without a precision suffix
     gguf: str | None = None  # bundled GGUF: which package carries it
     has_chat_template: bool = False
+    engine: Engine = "transformers"
+    gguf_repo: str = ""  # llama.cpp entries from the Hub: the repo holding the file
+    gguf_file: str = ""  # llama.cpp entries: the GGUF file's name
+    endpoint: str = ""  # remote entries: the endpoint's name (its URL is in playground.engines.remote)
+    remote_model: str = ""  # remote entries: the model's name on that server
 
     @property
     def can_generate(self) -> bool:
@@ -57,8 +75,19 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
+        if self.engine == "llama.cpp":
+            return f"{self.name} · llama.cpp {self.precision}"
+        if self.engine == "remote":
+            return f"{self.name} · {self.endpoint}"
         tail = "" if not self.is_variant else f" · {self.precision}"
         return f"{self.name}{tail}"
+
+    @property
+    def capabilities(self):
+        """What this entry's engine can show (playground.engines.Capabilities)."""
+        from playground.engines import capabilities
+
+        return capabilities(self)
 
 
 BUNDLED: dict[str, ModelSpec] = {
@@ -109,22 +138,91 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.
 
 
 def split_variant(model_id: str) -> tuple[str, str]:
-    """``"x:bf16"`` -> ``("x", "bf16")``; no suffix means fp32."""
+    """``"x:bf16"`` -> ``("x", "bf16")``; no suffix means fp32; ``"x:gguf"`` -> ``("x", "gguf")``."""
     base, sep, prec = model_id.strip().partition(":")
     if not sep:
         return base, "fp32"
-    if prec not in PRECISIONS:
+    if prec not in PRECISIONS and prec != GGUF_SUFFIX:
         raise UnknownModelError(
-            f"Unknown precision {prec!r} in {model_id!r}; use one of {', '.join(PRECISIONS)}."
+            f"Unknown precision {prec!r} in {model_id!r}; use one of {', '.join(PRECISIONS)} "
+            f"(or {GGUF_SUFFIX} for a bundled model's GGUF file on llama.cpp)."
         )
     return base, prec
+
+
+_GGUF_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}\.gguf$", re.IGNORECASE)
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def gguf_id(repo: str, filename: str) -> str:
+    """The catalogue id of one GGUF file of a Hub repo."""
+    return f"{GGUF_PREFIX}{repo}/{filename}"
+
+
+def endpoint_id(endpoint: str, model: str) -> str:
+    """The catalogue id of a model served by an endpoint."""
+    return f"{ENDPOINT_PREFIX}{endpoint}/{model}"
+
+
+def quantization_of(filename: str) -> str:
+    """The quantization named in a GGUF file name, e.g. ``model-Q4_K_M.gguf`` -> ``Q4_K_M``."""
+    m = re.search(r"(?:^|[-_.])((?:IQ|Q)\d[A-Z0-9_]*|BF16|F16|F32)(?=\.gguf$|[-_.])", filename, re.IGNORECASE)
+    return m.group(1).upper() if m else "GGUF"
+
+
+def _hub_gguf_spec(model_id: str) -> ModelSpec:
+    rest = model_id[len(GGUF_PREFIX):].strip()
+    parts = rest.split("/")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    if len(parts) < 3 or not _HUB_ID.match(repo) or ".." in rest or not _GGUF_FILE.match(parts[-1]):
+        raise UnknownModelError(
+            f"Unknown model {model_id!r}: a Hub GGUF entry is 'gguf:owner/name/file.gguf', "
+            "for example 'gguf:bartowski/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct-Q4_K_M.gguf'."
+        )
+    return ModelSpec(
+        id=f"{GGUF_PREFIX}{repo}/{filename}", name=parts[-1].removesuffix(".gguf"), source="hub", kind="causal-lm",
+        description=f"One GGUF file of the Hub repo {repo}, run by llama.cpp.",
+        origin=f"Hugging Face Hub: {repo}, file {filename} (downloaded into HF_HOME)", license="see the model card",
+        upstream=repo, precision=quantization_of(parts[-1]), base_id=f"{GGUF_PREFIX}{repo}/{filename}",
+        engine="llama.cpp", gguf_repo=repo, gguf_file=filename, has_chat_template=True,
+    )
+
+
+def _endpoint_spec(model_id: str) -> ModelSpec:
+    rest = model_id[len(ENDPOINT_PREFIX):].strip()
+    endpoint, sep, model = rest.partition("/")
+    if not sep or not _ENDPOINT_NAME.match(endpoint) or not model.strip() or len(model) > 256:
+        raise UnknownModelError(
+            f"Unknown model {model_id!r}: an endpoint entry is 'endpoint:<endpoint name>/<model name>'; "
+            "add the endpoint in the sidebar first and pick its models there."
+        )
+    return ModelSpec(
+        id=model_id.strip(), name=model, source="endpoint", kind="causal-lm",
+        description=f"A model served by the endpoint {endpoint!r} over the OpenAI API.",
+        origin=f"the endpoint {endpoint!r}", license="see the server", upstream=model, precision="remote",
+        base_id=model_id.strip(), engine="remote", endpoint=endpoint, remote_model=model, has_chat_template=True,
+    )
 
 
 def get_model(model_id: str) -> ModelSpec:
     """The catalogue entry for `model_id`; raises UnknownModelError with what to type instead."""
     if not isinstance(model_id, str) or not model_id.strip():
         raise UnknownModelError("No model id given. Pick a model in the sidebar or type a Hub id like 'owner/name'.")
+    if model_id.strip().startswith(GGUF_PREFIX):
+        return _hub_gguf_spec(model_id)
+    if model_id.strip().startswith(ENDPOINT_PREFIX):
+        return _endpoint_spec(model_id)
     base, prec = split_variant(model_id)
+    if prec == GGUF_SUFFIX:
+        if base not in BUNDLED_GGUF_QUANT:
+            raise UnknownModelError(
+                f"{base!r} has no bundled GGUF file; ':gguf' entries are {', '.join(k + ':gguf' for k in BUNDLED_GGUF_QUANT)}. "
+                "A Hub GGUF file is 'gguf:owner/name/file.gguf'."
+            )
+        spec = BUNDLED[base]
+        return replace(spec, id=f"{base}:{GGUF_SUFFIX}", precision=BUNDLED_GGUF_QUANT[base], base_id=base,
+                       engine="llama.cpp", gguf_file=GGUF_FILES[base],
+                       origin=spec.origin.split(",")[0] + ", run as it is by llama.cpp")
     if base in BUNDLED:
         spec = BUNDLED[base]
     elif _HUB_ID.match(base) and ".." not in base and "--" not in base:
@@ -151,20 +249,24 @@ def get_model(model_id: str) -> ModelSpec:
     return replace(spec, base_id=base)
 
 
-def variants(model_id: str) -> list[ModelSpec]:
-    """fp32, bf16 and int8 entries of a causal LM."""
-    base, _ = split_variant(model_id)
-    spec = get_model(base)
-    if not spec.can_generate:
+def variants(model_id: str, with_gguf: bool = False) -> list[ModelSpec]:
+    """fp32, bf16 and int8 entries of a causal LM (and, `with_gguf`, a bundled one's GGUF file on llama.cpp)."""
+    spec = get_model(model_id)
+    if not spec.can_generate or spec.engine != "transformers":
         return [spec]
-    return [get_model(base if p == "fp32" else f"{base}:{p}") for p in PRECISIONS]
+    base = spec.base_id
+    out = [get_model(base if p == "fp32" else f"{base}:{p}") for p in PRECISIONS]
+    if with_gguf and base in BUNDLED_GGUF_QUANT:
+        out.append(get_model(f"{base}:{GGUF_SUFFIX}"))
+    return out
 
 
 def list_models(include_variants: bool = False, include_cached_hub: bool = True) -> list[ModelSpec]:
-    """Every entry to offer: bundled first, then Hub models found in the local cache."""
+    """Every entry to offer: bundled first (with their GGUF files on llama.cpp), then Hub models
+    found in the local cache."""
     out: list[ModelSpec] = []
     for spec in BUNDLED.values():
-        out.extend(variants(spec.id) if include_variants else [get_model(spec.id)])
+        out.extend(variants(spec.id, with_gguf=True) if include_variants else [get_model(spec.id)])
     if include_cached_hub:
         from playground.hub import cached_hub_models  # local disk only, no network
 
