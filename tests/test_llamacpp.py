@@ -102,12 +102,16 @@ def test_a_reused_kv_cache_gives_the_logits_of_a_fresh_pass(smol):
     walked = [smol.next_token_distribution(ids[:n]).logits for n in range(3, len(ids) + 1)]  # each extends the last
     fresh = smol.position_logits(ids)  # (T, V) in one pass from an empty cache
     assert fresh.shape == (len(ids), smol.n_vocab)
+    # One token at a time and a whole batch at once take different matrix kernels in llama.cpp (the
+    # activations are quantized either way): measured, identical logits up to 8 tokens, then a KL of
+    # about 1e-4 nats and probabilities within 0.005. A stale cache would be far off.
     for n, logits in zip(range(3, len(ids) + 1), walked):
-        assert int(torch.argmax(logits)) == int(torch.argmax(fresh[n - 1]))
-        assert torch.allclose(torch.softmax(logits, -1), torch.softmax(fresh[n - 1], -1), atol=2e-3)
-    # going back to a shorter prefix cuts the cache back, it does not run the model on stale tokens
+        p, q = torch.softmax(logits.double(), -1), torch.softmax(fresh[n - 1].double(), -1)  # (V,)
+        assert int(torch.argmax(p)) == int(torch.argmax(q))
+        assert float((p * (p.log() - q.log())).sum()) < 2e-3 and float((p - q).abs().max()) < 0.02
+    # going back to a shorter prefix cuts the cache back to it: the same logits as the first time
     back = smol.next_token_distribution(ids[:4]).logits
-    assert torch.allclose(torch.softmax(back, -1), torch.softmax(walked[1], -1), atol=2e-3)
+    assert torch.equal(back, walked[1])
 
 
 def test_greedy_top1_mostly_agrees_with_transformers_fp32(smol, smollm2):

@@ -96,6 +96,101 @@ def available() -> bool:
     return True
 
 
+# --- weight repacking, and the machines where it crashes ------------------------------------
+#
+# llama.cpp repacks some quantized weights at load time into "extra buffer types" laid out for the
+# CPU's wide instructions; a build made with GGML_NATIVE on a CPU that reports AMX also repacks into
+# AMX tiles. Some virtual machines report AMX but do not enable it: the first tile instruction then
+# kills the whole process (SIGILL), the app's server with it. So before a model opens with its
+# weights repacked, a subprocess opens it and runs two tokens; if that dies, this process opens it
+# without extra buffer types (use_extra_bufts off: plain kernels, a little slower where repacking
+# helps). The answer is kept per llama-cpp-python version, CPU and file in
+# $PLAYGROUND_CACHE/llama-cpp-probe.json. PLAYGROUND_LLAMA_REPACK=0 or 1 skips the probe.
+
+_PROBE = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_batch=16, n_threads=1, verbose=False)
+ids = llm.tokenize(b"Hello world, one two three four", add_bos=True)[:8]
+llm.eval(ids)
+llm.eval(ids[:1])
+print("ok")
+"""
+_probe_lock = threading.Lock()
+_open_lock = threading.Lock()
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def repack_ok(path: Path) -> bool:
+    """Whether llama.cpp may repack the weights of `path` on this machine (see above)."""
+    env = os.environ.get("PLAYGROUND_LLAMA_REPACK", "auto").strip().lower()
+    if env in ("0", "off", "false", "no"):
+        return False
+    if env in ("1", "on", "true", "yes"):
+        return True
+    import json
+    import subprocess
+    import sys
+
+    import llama_cpp
+
+    from playground.paths import cache_root
+
+    key = f"{llama_cpp.__version__} | {_cpu()} | {path.name} | {path.stat().st_size}"
+    store = cache_root() / "llama-cpp-probe.json"
+    with _probe_lock:
+        try:
+            known = json.loads(store.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if key in known:
+            return bool(known[key])
+        try:
+            done = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
+                                  timeout=300, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+            ok = done.returncode == 0 and "ok" in done.stdout
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        known[key] = ok
+        try:
+            tmp = store.with_name(f"{store.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(known, indent=1))
+            os.replace(tmp, store)
+        except OSError:
+            pass
+        return ok
+
+
+def _llama(path: Path, repack: bool, **kwargs):
+    """llama_cpp.Llama(path, **kwargs), with extra buffer types (repacked weights) on or off."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    if repack:
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    with _open_lock:  # Llama() takes no use_extra_bufts: its default params are set for this call alone
+        default = low.llama_model_default_params
+
+        def without_extra_buffers():
+            params = default()
+            params.use_extra_bufts = False
+            return params
+
+        low.llama_model_default_params = without_extra_buffers
+        try:
+            return llama_cpp.Llama(model_path=str(path), **kwargs)
+        finally:
+            low.llama_model_default_params = default
+
+
 class _Cancelled(Exception):
     """A stream was cancelled while it waited for a context or read its prompt."""
 
@@ -141,7 +236,7 @@ class LlamaModel:
     """
 
     def __init__(self, spec: ModelSpec, path: Path, tokenizer: Any, contexts: int = MAX_CONTEXTS,
-                 n_threads: int | None = None) -> None:
+                 n_threads: int | None = None, repack: bool | None = None) -> None:
         start = time.perf_counter()
         self.spec = spec
         self.path = Path(path)
@@ -151,6 +246,7 @@ class LlamaModel:
         self._cond = threading.Condition()
         self._opening = 0
         self._pieces: dict[int, str] = {}
+        self.repack = repack_ok(self.path) if repack is None else bool(repack)
         first = self._open(N_CTX_CAP)
         self.metadata: dict[str, str] = dict(first.metadata)
         self.n_ctx_train = int(first._model.n_ctx_train())
@@ -290,8 +386,8 @@ class LlamaModel:
         except ImportError as exc:
             raise ModelLoadError(INSTALL_HINT) from exc
         try:
-            return llama_cpp.Llama(
-                model_path=str(self.path), n_ctx=int(n_ctx), n_batch=N_BATCH, n_ubatch=N_BATCH,
+            return _llama(
+                self.path, self.repack, n_ctx=int(n_ctx), n_batch=N_BATCH, n_ubatch=N_BATCH,
                 n_threads=self.n_threads, n_threads_batch=self.n_threads, logits_all=False,
                 swa_full=True, use_mmap=True, verbose=False,
             )
