@@ -1,7 +1,7 @@
 """Engines: llama.cpp through the app against bare llama-cpp-python, and one model on two engines.
 
 1. app vs bare: the bundled SmolLM2 Q4_1 GGUF file, greedy, --tokens new tokens, the same prompt
-   ids, the same threads (every core) and context size (4,096). "app" is
+   ids, the same threads (every core), context size (4,096) and weight layout. "app" is
    `playground.generate.stream` on the ``smollm2-135m-instruct:gguf`` entry iterated to the end
    (a worker thread, a queue, each token's log-probability and top 20 alternatives, incremental
    decoding); "bare" is `Llama.generate(ids, temp=0)` on a `Llama` of its own, stopped after the
@@ -32,7 +32,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from playground.engines import llamacpp  # noqa: E402
@@ -53,7 +52,7 @@ def app(lm, n: int):
     for _ in s:
         pass
     wall = time.perf_counter() - start
-    return s.result, wall, s.prompt_ids if hasattr(s, "prompt_ids") else None
+    return s.result, wall
 
 
 def bare_generate(llm, ids: list[int], n: int) -> tuple[list[int], float]:
@@ -93,18 +92,17 @@ def main() -> None:
     args = ap.parse_args()
     import llama_cpp
 
-    proc = psutil.Process()
     print(f"machine: {platform.machine()}, {llamacpp.cores()} cores, torch {torch.__version__}, "
-          f"llama-cpp-python {llama_cpp.__version__}, load average {os.getloadavg()[0]:.1f}")
-    rss0 = proc.memory_info().rss
+          f"llama-cpp-python {llama_cpp.__version__}, load average {os.getloadavg()[0]:.1f}", flush=True)
     lm = load_causal_lm(GGUF_ENTRY)
-    rss_llama = proc.memory_info().rss - rss0
-    warm, _, _ = app(lm, 8)
+    print(f"weights repacked by llama.cpp: {lm.repack}", flush=True)
+    app(lm, 8)  # warm-up
     ids = list(stream(lm, PROMPT, GenerationSettings(max_new_tokens=1)).prompt_ids)
-    llm = llama_cpp.Llama(model_path=str(lm.path), n_ctx=lm.n_ctx, n_batch=llamacpp.N_BATCH,
+    # the same file, threads, context and weight layout (repacked or not, see llamacpp.repack_ok)
+    llm = llamacpp._llama(lm.path, lm.repack, n_ctx=lm.n_ctx, n_batch=llamacpp.N_BATCH,
                           n_threads=llamacpp.cores(), n_threads_batch=llamacpp.cores(), verbose=False)
     n = args.tokens
-    first, _, _ = app(lm, n)
+    first, _ = app(lm, n)
     n = first.new_tokens  # the app stops at an end-of-turn token; bare then stops at the same count
     bare_ids, _ = bare_generate(llm, ids, n)
     assert tuple(bare_ids) == first.token_ids, "bare and app greedy tokens differ"
@@ -112,7 +110,7 @@ def main() -> None:
 
     t_app, t_bare, t_comp, ttft = [], [], [], []
     for _ in range(args.rounds):
-        r, wall, _ = app(lm, n)
+        r, wall = app(lm, n)
         assert r.token_ids == first.token_ids
         t_app.append(len(r.token_ids) / wall)
         ttft.append(r.time_to_first_token)
@@ -127,24 +125,22 @@ def main() -> None:
     print(f"   app streaming path (logprobs + top 20)  {app_tps:7.2f} tokens/s   {app_tps / bare_tps:.2f}  (goal >= 0.95)")
     llm.close()
 
-    rss1 = proc.memory_info().rss
     ref = load_causal_lm(FP32_ENTRY)
-    rss_fp32 = proc.memory_info().rss - rss1
     app(ref, 4)
     tf_tps, tf_ttft = [], []
     for _ in range(max(1, args.rounds - 1)):
-        r, wall, _ = app(ref, n)
+        r, wall = app(ref, n)
         tf_tps.append(len(r.token_ids) / wall)
         tf_ttft.append(r.time_to_first_token)
     top1, kl, t = agreement(ref, lm, TEXT)
     print(f"\n2. SmolLM2 135M on two engines, greedy, {n} new tokens (app path), divergence over a {t}-token text")
-    print(f"   {'engine':<26}{'tokens/s':>9}{'vs fp32':>9}{'TTFT':>9}{'memory':>12}{'RSS at load':>13}{'load':>8}"
+    print(f"   {'engine':<26}{'tokens/s':>9}{'vs fp32':>9}{'TTFT':>9}{'memory':>12}{'load':>8}"
           f"{'top-1':>8}{'mean KL':>10}")
     tf = statistics.median(tf_tps)
     print(f"   {'transformers fp32':<26}{tf:9.2f}{1.0:9.2f}{statistics.median(tf_ttft) * 1000:7.0f}ms"
-          f"{ref.memory_bytes / 2**20:9.1f}MiB{rss_fp32 / 2**20:10.1f}MiB{ref.load_seconds:7.1f}s{1.0:8.3f}{0.0:10.4f}")
+          f"{ref.memory_bytes / 2**20:9.1f}MiB{ref.load_seconds:7.1f}s{1.0:8.3f}{0.0:10.4f}")
     print(f"   {'llama.cpp Q4_1':<26}{app_tps:9.2f}{app_tps / tf:9.2f}{statistics.median(ttft) * 1000:7.0f}ms"
-          f"{lm.memory_bytes / 2**20:9.1f}MiB{rss_llama / 2**20:10.1f}MiB{lm.load_seconds:7.1f}s{top1:8.3f}{kl:10.4f}")
+          f"{lm.memory_bytes / 2**20:9.1f}MiB{lm.load_seconds:7.1f}s{top1:8.3f}{kl:10.4f}")
     print(f"   (llama.cpp memory: the {lm.path.stat().st_size / 2**20:.1f} MiB file, mapped, and "
           f"{lm.kv_cache_bytes / 2**20:.1f} MiB of KV cache at {lm.n_ctx:,} tokens)")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

@@ -56,6 +56,11 @@ def test_bundled_entries_load_as_llama_cpp_models(smol, gemma_gguf):
         # the mapped file (weights still quantized) and one context's KV cache at 4,096 tokens in f16
         assert lm.memory_bytes == lm.path.stat().st_size + lm.kv_cache_bytes and lm.kv_cache_bytes > 0
     assert smol.tokenizer.convert_ids_to_tokens(sorted(smol.eos_ids)).count("<|im_end|>") == 1
+    facts = smol.facts()
+    assert (facts.layers, facts.heads, facts.kv_heads, facts.hidden_size) == (30, 9, 3, 576)
+    assert 130e6 < facts.parameters < 140e6 and facts.context_length == 4096 and facts.has_chat_template
+    g = gemma_gguf.facts()
+    assert (g.layers, g.heads, g.kv_heads, g.vocab_size) == (18, 4, 1, 262144) and not g.has_chat_template
 
 
 def test_streamed_text_equals_the_generated_text_and_greedy_is_deterministic(each):
@@ -125,10 +130,21 @@ def test_greedy_top1_mostly_agrees_with_transformers_fp32(smol, smollm2):
     agree = float((ref.argmax(-1) == got.argmax(-1)).float().mean())
     kl = torch.nn.functional.kl_div(torch.log_softmax(got, -1), torch.log_softmax(ref, -1), log_target=True,
                                     reduction="none").sum(-1).mean()
-    # Measured on this machine: 0.95 agreement (61 positions), mean KL 0.01 nats. The same weights, the
-    # same quantized values: llama.cpp also quantizes the activations to 8 bits in its matrix products.
-    assert agree >= 0.85, f"top-1 agreement {agree:.3f}"
-    assert float(kl) < 0.1, f"mean KL {float(kl):.4f}"
+    # Measured on this machine: 96.9% agreement (62 of 64 positions), mean KL 0.0042 nats (max 0.075).
+    # The fp32 copy holds the GGUF's own de-quantized values; what differs is that llama.cpp also
+    # quantizes the activations to 8 bits in its matrix products. Margin: 4 positions, 5x the KL.
+    assert agree >= 0.90, f"top-1 agreement {agree:.3f}"
+    assert float(kl) < 0.02, f"mean KL {float(kl):.4f}"
+
+
+def test_the_variant_report_measures_the_gguf_file_against_fp32(smol, smollm2):
+    from playground.compare import variant_report
+
+    report = variant_report([smollm2, smol], "The Moon always shows the same face to Earth, because its rotation "
+                            "is tidally locked to its orbit.", speed_prompt=None)
+    row = report.row("Q4_1")
+    assert row.weight_dtype == "Q4_1" and row.disk_bytes == smol.path.stat().st_size and row.memory_bytes == smol.memory_bytes
+    assert row.parameters == report.row("fp32").parameters and row.top1_agreement >= 0.85 and 0 < row.kl_mean < 0.05
 
 
 def test_cancel_stops_a_stream_promptly(smol):

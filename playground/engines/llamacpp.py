@@ -318,6 +318,29 @@ class LlamaModel:
             self._release(slot)
         return torch.from_numpy(logits)
 
+    def facts(self):
+        """What the sidebar shows of the entry (`loading.ModelFacts`), from the GGUF file's metadata."""
+        from playground.loading import ModelFacts
+
+        md, arch = self.metadata, self.metadata.get("general.architecture", "?")
+
+        def num(key: str, default: int = 0) -> int:
+            try:
+                return int(md.get(f"{arch}.{key}", default))
+            except ValueError:  # a per-layer array, which llama.cpp gives as text
+                return default
+
+        heads = num("attention.head_count")
+        return ModelFacts(
+            id=self.spec.id, name=self.spec.label, architecture=f"{arch} (GGUF)", model_type=arch,
+            parameters=int(self._slots[0].llm._model.n_params()) if self._slots else 0,
+            layers=num("block_count"), heads=heads, kv_heads=num("attention.head_count_kv", heads),
+            hidden_size=num("embedding_length"), vocab_size=self.n_vocab, context_length=self.n_ctx,
+            precision=f"{self.spec.precision} (GGUF, run as it is by llama.cpp)", license=self.spec.license,
+            origin=self.spec.origin, memory_bytes=self.memory_bytes, disk_bytes=self.path.stat().st_size,
+            has_chat_template=templated(self.tokenizer), is_decoder=True,
+        )
+
     def close(self) -> None:
         """Free every context (the model must not be used afterwards)."""
         with self._cond:
