@@ -78,6 +78,7 @@ def child(stage: str, n_tokens: int, repeat: int) -> dict:
     from components import attention as figs
     from playground import attention as attn
     from playground import passes as pin
+    from playground.attend import weights_needed
     from playground.loading import load_causal_lm
 
     lm = load_causal_lm(MODEL)
@@ -90,7 +91,7 @@ def child(stage: str, n_tokens: int, repeat: int) -> dict:
         pin._run_for_attentions(lm, x[0])
 
     def tuple_():
-        with torch.no_grad():
+        with torch.no_grad(), weights_needed():  # eager attention, as the app's maps use
             out = lm.model(input_ids=x, attention_mask=torch.ones_like(x), output_attentions=True, logits_to_keep=1)
         return torch.stack([a[0] for a in out.attentions])  # (layers, heads, T, T)
 

@@ -18,6 +18,8 @@ from playground.registry import get_model
 
 def _needs_long_work(model_id: str) -> bool:
     spec = get_model(model_id)
+    if spec.engine == "remote":
+        return False
     if spec.source == "hub":
         return loading.local_folder(model_id) is None
     return not loading.is_prepared(model_id)

@@ -22,9 +22,20 @@ def _use_hub_id() -> None:
     st.session_state[state.MODEL] = spec.id
 
 
+def shows(spec) -> str:
+    """What the entry's engine can show, in a few words."""
+    c = spec.capabilities
+    parts = [name for name, ok in (("text", c.generate), ("token probabilities", c.token_logprobs),
+                                   ("full distribution", c.distribution), ("top tokens", c.top_distribution and not c.distribution),
+                                   ("attention", c.attention), ("hidden states", c.hidden_states)) if ok]
+    return ", ".join(parts)
+
+
 def facts_markdown(f: loading.ModelFacts) -> str:
     kv = f" ({f.kv_heads} key/value)" if f.kv_heads != f.heads else ""
+    spec = get_model(f.id)
     rows = [
+        ("Engine", f"{spec.engine} (shows {shows(spec)})"),
         ("Parameters", human_count(f.parameters)),
         ("Layers × heads", f"{f.layers} × {f.heads}{kv}"),
         ("Vocabulary", f"{f.vocab_size:,}"),
@@ -39,10 +50,16 @@ def facts_markdown(f: loading.ModelFacts) -> str:
     return "\n".join(f"- **{k}:** {v}" for k, v in rows)
 
 
+def facts_remote(spec) -> str:
+    rows = [("Engine", f"remote (shows {shows(spec)}, where the server returns them)"),
+            ("Endpoint", spec.endpoint), ("Model on the server", spec.remote_model)]
+    return "\n".join(f"- **{k}:** {v}" for k, v in rows)
+
+
 def render() -> str:
     """Draw the sidebar; return the picked model id."""
     state.init_shared()
-    options = [s.id for s in pickers.catalogue()]
+    options = [s.id for s in pickers.catalogue(engines=True)]
     current = st.session_state[state.MODEL]
     try:
         get_model(current)
@@ -52,7 +69,8 @@ def render() -> str:
         options.append(current)
     with st.sidebar:
         st.selectbox("Model", options, format_func=pickers.label, key=state.MODEL,
-                     help="Bundled models work offline. bf16 and int8 are precision variants of the same weights.")
+                     help="Bundled models work offline. bf16 and int8 are precision variants of the same weights; "
+                          "'llama.cpp' entries run the bundled GGUF file as it is, on llama.cpp (fast, no attention).")
         with st.expander("Any Hugging Face model"):
             st.text_input("Hub id", key=state.HUB_ID, placeholder="owner/name")
             st.button("Use this model", key="sidebar_use_hub", on_click=_use_hub_id)
@@ -61,7 +79,9 @@ def render() -> str:
         model_id = st.session_state[state.MODEL]
         spec = get_model(model_id)
         st.caption(spec.description)
-        if spec.source == "hub" and loading.local_folder(model_id) is None:
+        if spec.engine == "remote":
+            st.markdown(facts_remote(spec))
+        elif spec.source == "hub" and loading.local_folder(model_id) is None:
             st.info(f"{spec.id} is not downloaded yet.")
             if st.button("Download", key="sidebar_download"):
                 bar = st.progress(0.0)

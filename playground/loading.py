@@ -7,10 +7,12 @@ a folder without it, or whose files do not match it, is half-written or damaged 
 rebuilt, never loaded. The bundled MiniLM encoder is already safetensors and is read from
 its package. Hub models are downloaded by `playground.hub` and read from HF_HOME. Gemma's GGUF
 file, assembled from its four packages, is kept under ``$PLAYGROUND_CACHE/gguf``: the llama.cpp
-entry ``gemma-3-270m:gguf`` runs it as it is (`bundled_gguf`).
+entry ``gemma-3-270m:gguf`` runs it as it is (`gguf_path`).
 
-All models load with eager attention so that attention weights can be returned, with
-`trust_remote_code` off, and from safetensors only (`use_safetensors=True`).
+Causal LMs load with the ``playground`` attention implementation (playground.attend): SDPA
+for generation and next-token passes, the model's exact eager attention where the weights are
+asked for. Encoders load with eager attention. `trust_remote_code` is off, and weights come from
+safetensors only (`use_safetensors=True`).
 
 What it leaves out: caching across browser sessions (components.cache wraps these
 functions in `st.cache_resource`) and anything that runs a model.
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from playground import hub
+from playground import attend, hub
 from playground.paths import cache_root
 from playground.errors import (
     CapabilityError,
@@ -162,15 +164,6 @@ def _gguf_source(spec: ModelSpec, progress: Progress) -> tuple[Path, str]:
     return target.parent, name
 
 
-def bundled_gguf(model_id: str, progress: Progress | None = None) -> Path:
-    """The GGUF file a bundled model comes from (Gemma's is assembled from its packages once)."""
-    spec = get_model(model_id)
-    if spec.source != "bundled" or spec.gguf is None:
-        raise ModelLoadError(f"{spec.id} is not a bundled GGUF model; bundled GGUF models are {', '.join(GGUF_FILES)}.")
-    folder, name = _gguf_source(spec, progress or _quiet)
-    return folder / name
-
-
 def prepare(model_id: str, progress: Progress | None = None) -> Path:
     """The local folder of a model's safetensors, tokenizer and config; converting GGUF once."""
     report = progress or _quiet
@@ -213,15 +206,25 @@ def prepare(model_id: str, progress: Progress | None = None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_marker(tmp)
-        os.replace(tmp, folder)
+        os.replace(tmp, folder)  # Gemma's assembled GGUF stays: its llama.cpp entry runs it
         verify_cache(folder)
         report(1.0, "converted and cached")
         return folder
 
 
 def local_folder(model_id: str) -> Path | None:
-    """The model's folder if it is ready on disk, without converting or downloading."""
+    """The model's folder if it is ready on disk, without converting or downloading.
+
+    For a Hub GGUF entry, the folder holding its downloaded file; a remote entry has none.
+    """
     spec = get_model(model_id)
+    if spec.engine == "remote":
+        return None
+    if spec.engine == "llama.cpp" and spec.source == "hub":
+        from playground.engines import llamacpp
+
+        path = llamacpp.cached_gguf(spec)
+        return path.parent if path is not None else None
     if spec.source == "hub":
         return hub.local_snapshot(spec.base_id)
     if spec.gguf is None or is_prepared(model_id):
@@ -254,6 +257,7 @@ class ModelFacts:
     disk_bytes: int
     has_chat_template: bool
     is_decoder: bool
+    engine: str = "transformers"
 
 
 _BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0}
@@ -277,9 +281,40 @@ def _count_parameters(folder: Path) -> tuple[int, int]:
     return params, disk
 
 
-def model_facts(model_id: str, folder: Path | None = None) -> ModelFacts:
-    """Facts from config.json and the safetensors headers; no weights are loaded."""
+def gguf_path(model_id: str, progress: Progress | None = None) -> Path:
+    """The GGUF file a llama.cpp entry runs: a bundled package's file (Gemma's assembled once into
+    the cache), or a Hub file downloaded into HF_HOME."""
     spec = get_model(model_id)
+    if spec.engine != "llama.cpp":
+        raise CapabilityError(f"{spec.label} is not a GGUF entry.")
+    if spec.source == "bundled":
+        folder, name = _gguf_source(spec, progress or _quiet)
+        return folder / name
+    from playground.engines import llamacpp
+
+    return llamacpp.hub_gguf_path(spec, progress)
+
+
+def model_facts(model_id: str, folder: Path | None = None) -> ModelFacts:
+    """Facts from config.json and the safetensors headers; no weights are loaded.
+
+    A llama.cpp entry of a bundled model reports the architecture of its de-quantized copy and
+    the GGUF file's own size (llama.cpp maps the quantized file, so memory is about its size).
+    """
+    spec = get_model(model_id)
+    if spec.engine == "remote":
+        raise CapabilityError(f"{spec.label} runs on a server: its weights and config are not visible from here.")
+    if spec.engine == "llama.cpp" and spec.source == "hub":
+        from playground.engines import llamacpp
+
+        return llamacpp.facts(spec)
+    if spec.engine == "llama.cpp":
+        import dataclasses
+
+        base = model_facts(spec.base_id)
+        size = gguf_path(model_id).stat().st_size
+        return dataclasses.replace(base, id=spec.id, name=spec.label, precision=f"{spec.precision} (GGUF, as shipped)",
+                                   origin=spec.origin, memory_bytes=size, disk_bytes=size, engine="llama.cpp")
     folder = folder or prepare(model_id)
     config = json.loads((folder / "config.json").read_text())
     text = config.get("text_config", config)
@@ -503,7 +538,7 @@ def load_causal_lm(model_id: str, progress: Progress | None = None) -> LoadedMod
     dtype = torch.bfloat16 if spec.precision == "bf16" else torch.float32
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, attn_implementation="eager", use_safetensors=True, trust_remote_code=False
+            folder, dtype=dtype, attn_implementation=attend.register(), use_safetensors=True, trust_remote_code=False
         )
     except PlaygroundError:
         raise

@@ -1,6 +1,7 @@
 """The one forward pass that yields logits and attentions, for the views that look inside.
 
-`forward(lm, ids)` runs the model once (no_grad, eager attention) and returns a
+`forward(lm, ids)` runs the model once (no_grad; eager attention when the weights are asked
+for, SDPA otherwise: playground.attend) and returns a
 `ForwardPass`. The views reduce it to small results: `next_token_distribution` (the logits
 of the last position) and `attention_maps` (every layer and head, captured layer by layer
 as the model runs, so long texts do not hold every layer twice). `FORWARD_PASSES` counts
@@ -13,6 +14,7 @@ What it leaves out: sampling math (playground.sampling), reductions of the atten
 
 from __future__ import annotations
 
+import contextlib
 import inspect as pyinspect  # the standard library; this module was once named inspect too
 import math
 import threading
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from playground.attend import weights_needed
 from playground.errors import ContextLengthError, InputError
 from playground.loading import LoadedModel
 
@@ -66,7 +69,7 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attentions: bool = False, 
     check_length(lm, ids.shape[1])
     _count()
     extra = _keeps_last_logits(lm) if last_only else {}
-    with torch.no_grad():
+    with torch.no_grad(), (weights_needed() if attentions else contextlib.nullcontext()):
         out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=attentions, **extra)
     logits = getattr(out, "logits", None)
     att = None
@@ -107,7 +110,7 @@ def next_token_distribution(lm: LoadedModel, input_ids: torch.Tensor | list[int]
             from playground.engines import why_not
             from playground.errors import CapabilityError
 
-            raise CapabilityError(why_not(lm.spec, "distribution") or f"{lm.spec.name} gives no full distribution.")
+            raise CapabilityError(why_not(lm.spec, "full_distribution") or f"{lm.spec.name} gives no full distribution.")
         _count()
         return own(input_ids)
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
@@ -302,7 +305,7 @@ def _run_for_attentions(lm: LoadedModel, ids: torch.Tensor) -> None:
     x = ids.reshape(1, -1)  # (1, T)
     kwargs = _keeps_last_logits(lm)  # Gemma's (T, 262,144) logits at 2,048 tokens would be 2 GiB
     _count()
-    with torch.no_grad():
+    with torch.no_grad(), weights_needed():  # exact eager weights for the hooks, in this thread only
         lm.model(input_ids=x, attention_mask=torch.ones_like(x), **kwargs)
 
 

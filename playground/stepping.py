@@ -422,12 +422,12 @@ def sweep(lm: LoadedModel, prefix_ids: Sequence[int], settings: SamplingSettings
     pad = next(iter(sorted(eos)), 0)
     gens = [torch.Generator().manual_seed(step_seed(settings.seed, 1_000 + i)) for i in range(len(temps))]
     start = time.perf_counter()
-    passes = 0
+    n_passes = 0
 
     def call(**kw):
-        nonlocal passes
+        nonlocal n_passes
         passes._count()  # the sweep's model calls count with every other forward pass
-        passes += 1
+        n_passes += 1
         with torch.no_grad():
             return lm.model(**kw, use_cache=True)
 
@@ -483,4 +483,4 @@ def sweep(lm: LoadedModel, prefix_ids: Sequence[int], settings: SamplingSettings
             distinct_2=distinct_n([s.token_ids for s in samples], 2),
         ))
     return Sweep(lm.spec.id, tuple(int(i) for i in prefix_ids), settings, ss, tuple(points),
-                 time.perf_counter() - start, passes)
+                 time.perf_counter() - start, n_passes)

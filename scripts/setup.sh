@@ -50,6 +50,18 @@ else
   say "Python packages already installed"
 fi
 
+# llama.cpp (llama-cpp-python) has no binary wheel for this platform on the package index: pip
+# builds it from source once, about 9 minutes on 2 cores; pip keeps the wheel in its cache, so the
+# next venv on the same machine installs it in seconds.
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  if .venv/bin/pip cache list llama_cpp_python 2>/dev/null | grep -q llama_cpp_python; then
+    say "installing llama.cpp (llama-cpp-python) from pip's wheel cache"
+  else
+    say "building llama.cpp (llama-cpp-python) from source: about 9 minutes the first time on 2 cores"
+  fi
+  pipi -r requirements-llama.txt -c requirements.txt  # never moves a pinned package
+fi
+
 # --- bundled models: GGUF -> safetensors cache, once ------------------------------
 say "preparing the bundled models (first time: about two minutes)"
 .venv/bin/python -m playground.prepare

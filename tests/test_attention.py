@@ -33,11 +33,26 @@ def model(request):
     return request.getfixturevalue(request.param)
 
 
+_EAGER: dict[str, object] = {}
+
+
+def eager_reference(lm):
+    """The same weights loaded on their own with transformers' eager attention: an independent
+    reference (the app's causal LMs run SDPA unless the weights are asked for, playground.attend)."""
+    if not lm.spec.can_generate:
+        return lm.model  # encoders load eager
+    if lm.spec.id not in _EAGER:
+        from transformers import AutoModelForCausalLM
+
+        _EAGER[lm.spec.id] = AutoModelForCausalLM.from_pretrained(lm.folder, attn_implementation="eager").eval()
+    return _EAGER[lm.spec.id]
+
+
 def direct_attentions(lm, ids: list[int]) -> torch.Tensor:
     """What transformers itself returns with output_attentions=True, stacked: (layers, heads, T, T)."""
     x = torch.tensor([ids])
     with torch.no_grad():
-        out = lm.model(input_ids=x, attention_mask=torch.ones_like(x), output_attentions=True)
+        out = eager_reference(lm)(input_ids=x, attention_mask=torch.ones_like(x), output_attentions=True)
     return torch.stack([a[0].float() for a in out.attentions])
 
 

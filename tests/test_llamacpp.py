@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (scripts/setup.sh builds it)")
 
-from playground import hub, passes, stepping  # noqa: E402
+from playground import hub, loading, passes, stepping  # noqa: E402
 from playground.engines import EngineModel, llamacpp  # noqa: E402
 from playground.errors import (  # noqa: E402
     ContextLengthError,
@@ -284,6 +284,11 @@ def test_a_hub_gguf_file_downloads_with_progress_runs_and_works_offline(hub_serv
     finally:
         lm.close()
     assert model_id in [m.id for m in list_models()]  # from the cache alone
+    assert model_id in [s.id for s in llamacpp.cached_gguf_entries()]
+    assert loading.local_folder(model_id) == path.parent
+    facts = loading.model_facts(model_id)  # from the file's metadata, the weights not loaded
+    assert facts.engine == "llama.cpp" and facts.parameters == 134_515_008 and facts.layers == 30
+    assert facts.disk_bytes == path.stat().st_size and facts.context_length == 4096 and facts.has_chat_template
     # offline: the cached file is used with no request; one never downloaded is "not cached"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     before = len(hub_server.requests)

@@ -42,8 +42,29 @@ def test_loaded_models_match_their_facts(smollm2, gemma, minilm):
         f = loading.model_facts(lm.id)
         assert sum(p.numel() for p in lm.model.parameters()) == f.parameters
         assert lm.num_layers == f.layers and lm.num_heads == f.heads
-        assert lm.model.config._attn_implementation == "eager"
+        # causal LMs: SDPA unless the weights are asked for (playground.attend); encoders: eager
+        assert lm.model.config._attn_implementation == ("playground" if lm.spec.can_generate else "eager")
     assert len(smollm2.tokenizer) == 49152
+
+
+def test_generation_runs_sdpa_and_equals_an_eager_model(smollm2):
+    """Generation does not pay for attention weights it does not show, and gives the tokens the
+    same weights give under transformers' own eager attention."""
+    from transformers import AutoModelForCausalLM
+
+    from playground import attend, passes
+
+    eager = AutoModelForCausalLM.from_pretrained(smollm2.folder, attn_implementation="eager").eval()
+    before = dict(attend.CALLS)
+    r = generate(smollm2, "Name three colours.", GenerationSettings(max_new_tokens=24))
+    assert attend.CALLS["eager"] == before["eager"]  # not one eager attention call
+    assert attend.CALLS["sdpa"] - before["sdpa"] >= 24 * smollm2.num_layers - smollm2.num_layers
+    ids = encode_prompt(smollm2.tokenizer, r.prompt, templated=True)
+    ref = eager.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+    assert list(r.token_ids) == ref[0, ids.shape[1]:].tolist()
+    before = dict(attend.CALLS)
+    passes.attention_maps(smollm2, ids[0, :12])
+    assert attend.CALLS["eager"] - before["eager"] == smollm2.num_layers  # the maps: one eager pass
 
 
 @pytest.mark.parametrize("fixture, use_template", [("smollm2", True), ("gemma", False)])

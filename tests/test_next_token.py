@@ -168,13 +168,13 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
     assert m["Entropy"] == f"{shape(logits, SamplingSettings()).entropy_bits:.2f} bits"
 
     # sliders re-render from the cached logits: no forward pass, and the numbers follow the math
-    passes = passes.FORWARD_PASSES
+    seen = passes.FORWARD_PASSES
     at.slider(key="next_token_temperature").set_value(0.5).run()
     at.number_input(key="next_token_top_k").set_value(5).run()
     at.slider(key="next_token_top_p").set_value(0.6).run()
     at.slider(key="next_token_min_p").set_value(0.1).run()
     assert not at.exception, at.exception
-    assert passes.FORWARD_PASSES == passes, "moving a slider ran the model"
+    assert passes.FORWARD_PASSES == seen, "moving a slider ran the model"
     s = SamplingSettings(temperature=0.5, top_k=5, top_p=0.6, min_p=0.1)
     sh = shape(logits, s)
     m = metrics(at)
@@ -185,7 +185,7 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
 
     # temperatures side by side: one caption entry per temperature, numbers from the same logits
     at.text_input(key="next_token_temps").set_value("0, 1, 2").run()
-    assert passes.FORWARD_PASSES == passes
+    assert passes.FORWARD_PASSES == seen
     cap = next(c.value for c in at.caption if c.value.startswith("T = 0"))
     for t in (0.0, 1.0, 2.0):
         sh_t = shape(logits, SamplingSettings(temperature=t, top_k=5, top_p=0.6, min_p=0.1))
@@ -200,7 +200,7 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
     at.slider(key="next_token_top_p").set_value(1.0)
     at.slider(key="next_token_min_p").set_value(0.0).run()
     at.button(key="next_token_step_greedy").click().run()
-    assert passes.FORWARD_PASSES == passes + 1
+    assert passes.FORWARD_PASSES == seen + 1
     top_id = int(logits.argmax())
     first = smollm2.tokenizer.decode([top_id]).replace(" ", "␣")
     assert f"1 token walked · last: {first} (greedy), model probability {100 * float(ref.max()):.1f}%, rank 1" in texts(at)
@@ -208,13 +208,13 @@ def test_page_drives_sliders_steps_and_temperatures(smollm2):
     third = pick.options[2]
     pick.select_index(2).run()
     at.button(key="next_token_step_pick").click().run()
-    assert passes.FORWARD_PASSES == passes + 2
+    assert passes.FORWARD_PASSES == seen + 2
     rows = at.main.dataframe[0].value
     assert list(rows["how"]) == ["greedy", "picked"] and list(rows["rank"]) == [1, 3]
     assert rows["token"].iloc[1] in third
     walk_param = at.query_params["walk"]
     at.button(key="next_token_undo").click().run()
-    assert passes.FORWARD_PASSES == passes + 2  # undo comes from the cache
+    assert passes.FORWARD_PASSES == seen + 2  # undo comes from the cache
     assert "1 token walked" in texts(at)
     at.button(key="next_token_step_sample").click().run()
     assert "2 tokens walked" in texts(at) and "(sampled)" in texts(at)

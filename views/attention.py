@@ -16,7 +16,7 @@ from components.format import human_bytes
 from playground import attention as attn
 from playground.errors import PlaygroundError, describe
 from playground.options import bounds
-from playground.registry import get_model
+from playground.registry import DEFAULT_CHAT_MODEL, get_model
 
 MEAN = -1  # the head picker's "mean over heads"
 AUTO = -2  # layer / head / token not picked yet: open where the token "it" links most
@@ -61,15 +61,16 @@ if st.session_state[K.SCALE] not in ("sqrt", "linear"):
     st.session_state[K.SCALE] = "sqrt"
 st.session_state[K.SIZE] = int(min(max(st.session_state[K.SIZE], size_bounds.lo), size_bounds.hi))
 
-options = [spec.id for spec in pickers.catalogue()]
+options = pickers.for_need("attention")
 for key in (K.MODEL, K.MODEL2):
     value = st.session_state[key]
     if value and value not in options:
         try:
-            get_model(value)
+            if not get_model(value).capabilities.attention:  # llama.cpp or remote: no attention to show
+                raise PlaygroundError(value)
             options.append(value)
-        except PlaygroundError:  # a bad id in the URL
-            st.session_state[key] = side_model if key == K.MODEL else NONE
+        except PlaygroundError:  # a bad id in the URL, or an entry whose engine shows no attention
+            st.session_state[key] = (side_model if side_model in options else DEFAULT_CHAT_MODEL) if key == K.MODEL else NONE
 
 
 # --- the page -----------------------------------------------------------------------------------

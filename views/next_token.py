@@ -18,7 +18,7 @@ from components.pickers import NONE
 from playground import stepping as stp
 from playground.errors import InputError, PlaygroundError, describe
 from playground.options import bounds
-from playground.registry import DEFAULT_CHAT_MODEL
+from playground.registry import DEFAULT_CHAT_MODEL, get_model
 from playground.sampling import SamplingSettings, check
 
 DEFAULT_PROMPT = "Once upon a time, in a small village by the sea, there lived a"
@@ -68,7 +68,7 @@ display_bounds = bounds(stp.DisplaySettings, "top_n")
 # --- state ------------------------------------------------------------------------------------
 
 side_model = state.current_model()
-first_model = side_model if pickers.can_generate(side_model) else DEFAULT_CHAT_MODEL
+first_model = side_model if side_model in pickers.for_need("full_distribution") else DEFAULT_CHAT_MODEL
 defaults = {
     K.PROMPT: DEFAULT_PROMPT, K.CHAT: False, K.MODEL: first_model, K.MODEL2: NONE,
     K.TEMPERATURE: base.temperature, K.TOP_K: base.top_k, K.TOP_P: base.top_p, K.MIN_P: base.min_p, K.SEED: base.seed,
@@ -84,11 +84,11 @@ if K.CACHE not in ss:
     ss[K.CACHE] = stp.LogitsCache(max_entries=48)
 cache: stp.LogitsCache = ss[K.CACHE]
 
-options = pickers.generators()
+options = pickers.for_need("full_distribution")
 for key in (K.MODEL, K.MODEL2):
     value = ss[key]
     if value and value not in options:
-        if pickers.can_generate(value):
+        if pickers.can_generate(value) and get_model(value).capabilities.distribution:
             options.append(value)
         else:  # a bad id in the URL, or an encoder
             ss[key] = first_model if key == K.MODEL else NONE

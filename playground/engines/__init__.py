@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 EngineName = Literal["transformers", "llama.cpp", "remote"]
 ENGINES: tuple[EngineName, ...] = ("transformers", "llama.cpp", "remote")
-Need = Literal["generate", "token_logprobs", "distribution", "attention", "hidden_states"]
+Need = Literal["generate", "token_logprobs", "distribution", "full_distribution", "attention", "hidden_states"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,10 @@ class Capabilities:
     hidden_states: bool = False
 
     def can(self, need: Need) -> bool:
-        if need == "distribution":
+        if need == "distribution":  # the whole distribution, or at least its top
             return self.distribution or self.top_distribution
+        if need == "full_distribution":
+            return self.distribution
         return bool(getattr(self, need))
 
 
@@ -60,6 +62,7 @@ _WHY = {
     "attention": "Attention needs the weights: llama.cpp and remote models do not expose attention.",
     "hidden_states": "Hidden states need the weights: llama.cpp and remote models do not expose them.",
     "distribution": "The next-token distribution needs a model's logits: this entry gives none.",
+    "full_distribution": "A server returns only the top few next tokens, not the whole distribution over the vocabulary.",
     "token_logprobs": "This entry gives no token log-probabilities.",
     "generate": "An encoder does not generate text.",
 }

@@ -1,0 +1,54 @@
+"""The engine choice each catalogue entry carries: ids, capabilities, and why a page leaves an entry out."""
+
+from __future__ import annotations
+
+import pytest
+
+from playground import engines
+from playground.errors import UnknownModelError
+from playground.registry import get_model, list_models, quantization_of, variants
+
+
+def test_bundled_gguf_entries_run_on_llama_cpp_next_to_their_transformers_copies():
+    ids = [s.id for s in list_models(include_variants=True, include_cached_hub=False)]
+    assert "smollm2-135m-instruct:gguf" in ids and "gemma-3-270m:gguf" in ids
+    spec = get_model("smollm2-135m-instruct:gguf")
+    assert (spec.engine, spec.precision, spec.base_id) == ("llama.cpp", "Q4_1", "smollm2-135m-instruct")
+    assert spec.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and spec.label.endswith("llama.cpp Q4_1")
+    assert get_model("gemma-3-270m:gguf").precision == "Q4_K_M"
+    # the transformers precision variants are unchanged, and the GGUF entry is offered with them on request
+    assert [v.id for v in variants("gemma-3-270m")] == ["gemma-3-270m", "gemma-3-270m:bf16", "gemma-3-270m:int8"]
+    assert variants("gemma-3-270m", with_gguf=True)[-1].id == "gemma-3-270m:gguf"
+    with pytest.raises(UnknownModelError, match="no bundled GGUF"):
+        get_model("all-minilm-l6-v2:gguf")
+
+
+def test_hub_gguf_and_endpoint_ids():
+    spec = get_model("gguf:bartowski/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct-Q4_K_M.gguf")
+    assert (spec.engine, spec.source, spec.gguf_repo) == ("llama.cpp", "hub", "bartowski/SmolLM2-135M-Instruct-GGUF")
+    assert spec.gguf_file == "SmolLM2-135M-Instruct-Q4_K_M.gguf" and spec.precision == "Q4_K_M"
+    remote = get_model("endpoint:team-vllm/meta-llama/Llama-3.1-8B-Instruct")
+    assert (remote.engine, remote.endpoint, remote.remote_model) == ("remote", "team-vllm", "meta-llama/Llama-3.1-8B-Instruct")
+    assert get_model("endpoint:ollama/llama3.2:1b").remote_model == "llama3.2:1b"  # a tag's colon is the server's
+    for bad in ("gguf:owner/name", "gguf:owner/name/weights.bin", "gguf:../x/y.gguf", "endpoint:no-model",
+                "endpoint:/model", "endpoint:bad name/m"):
+        with pytest.raises(UnknownModelError):
+            get_model(bad)
+
+
+@pytest.mark.parametrize("name, quant", [("model-Q4_K_M.gguf", "Q4_K_M"), ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1"),
+                                         ("x-IQ2_XS.gguf", "IQ2_XS"), ("tiny-f16.gguf", "F16"), ("plain.gguf", "GGUF")])
+def test_quantization_read_from_the_file_name(name, quant):
+    assert quantization_of(name) == quant
+
+
+def test_capabilities_and_why_a_page_leaves_an_entry_out():
+    hf, cpp, remote = (get_model(i) for i in ("smollm2-135m-instruct", "smollm2-135m-instruct:gguf", "endpoint:e/m"))
+    assert hf.capabilities.can("attention") and hf.capabilities.can("full_distribution")
+    assert cpp.capabilities.can("full_distribution") and not cpp.capabilities.can("attention")
+    assert remote.capabilities.can("distribution") and not remote.capabilities.can("full_distribution")
+    assert engines.why_not(hf, "attention") is None
+    assert "llama.cpp and remote models do not expose attention" in engines.why_not(cpp, "attention")
+    assert "top" in engines.why_not(remote, "full_distribution")
+    encoder = get_model("all-minilm-l6-v2")
+    assert encoder.capabilities.attention and not encoder.capabilities.generate
