@@ -184,6 +184,19 @@ def test_a_stream_waiting_for_a_busy_context_can_be_cancelled(smol):
         one.close()
 
 
+def test_two_streams_at_once_take_two_contexts_and_give_what_each_gives_alone(smol):
+    a_alone = generate(smol, CHAT, GenerationSettings(max_new_tokens=8))
+    b_alone = generate(smol, "Say hello in French.", GenerationSettings(max_new_tokens=8))
+    a, b = stream(smol, CHAT, GenerationSettings(max_new_tokens=8)), stream(smol, "Say hello in French.",
+                                                                            GenerationSettings(max_new_tokens=8))
+    ia, ib = iter(a), iter(b)
+    for _ in range(3):  # interleaved: both workers hold a context at once
+        next(ia), next(ib)
+    list(ia), list(ib)
+    assert a.result.token_ids == a_alone.token_ids and b.result.token_ids == b_alone.token_ids
+    assert len(smol._slots) == 2  # the second context opened when the calls overlapped, and stays
+
+
 def test_sampling_is_seeded(smol):
     hot = GenerationSettings(max_new_tokens=12, temperature=1.2, top_p=0.95, seed=7)
     a = generate(smol, CHAT, hot)
