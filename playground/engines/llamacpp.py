@@ -48,6 +48,7 @@ one batch; split GGUF files; GPU offload.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -176,14 +177,15 @@ def repack_ok(path: Path) -> bool:
         return ok
 
 
-def _llama(path: Path, repack: bool, **kwargs):
-    """llama_cpp.Llama(path, **kwargs), with extra buffer types (repacked weights) on or off."""
-    import llama_cpp
+@contextlib.contextmanager
+def extra_buffers_off() -> Iterator[None]:
+    """Every llama_cpp.Llama opened inside this block opens without extra buffer types (no repacked
+    weights). Llama() takes no such argument, so its default model params are swapped for the block;
+    a script that runs ``llama_cpp.server`` on a machine where repacking crashes can wrap it too:
+    ``with extra_buffers_off(): runpy.run_module("llama_cpp.server", run_name="__main__")``."""
     import llama_cpp.llama_cpp as low
 
-    if repack:
-        return llama_cpp.Llama(model_path=str(path), **kwargs)
-    with _open_lock:  # Llama() takes no use_extra_bufts: its default params are set for this call alone
+    with _open_lock:
         default = low.llama_model_default_params
 
         def without_extra_buffers():
@@ -193,9 +195,19 @@ def _llama(path: Path, repack: bool, **kwargs):
 
         low.llama_model_default_params = without_extra_buffers
         try:
-            return llama_cpp.Llama(model_path=str(path), **kwargs)
+            yield
         finally:
             low.llama_model_default_params = default
+
+
+def _llama(path: Path, repack: bool, **kwargs):
+    """llama_cpp.Llama(path, **kwargs), with extra buffer types (repacked weights) on or off."""
+    import llama_cpp
+
+    if repack:
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    with extra_buffers_off():
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
 
 
 class _Cancelled(Exception):
