@@ -350,7 +350,12 @@ def _same_vocabulary(a: LoadedModel, b: LoadedModel) -> None:
 
 def _divergence(reference: LoadedModel, other: LoadedModel, ids: torch.Tensor, pieces: tuple[str, ...],
                 ref_logits: torch.Tensor) -> Divergence:
-    got = ref_logits if other is reference else forward(other, ids).logits  # (T, V)
+    if other is reference:
+        got = ref_logits
+    elif isinstance(other, LoadedModel):
+        got = forward(other, ids).logits  # (T, V)
+    else:  # another engine (llama.cpp) gives the logits of every position itself
+        got = other.position_logits(ids)  # (T, V)
     assert got is not None
     kl = kl_divergence(ref_logits, got)  # (T,)
     match = ref_logits.argmax(-1) == got.argmax(-1)  # (T,)
@@ -374,7 +379,7 @@ class VariantRow:
     model_id: str
     label: str
     precision: str
-    weight_dtype: str  # of the Linear layers: "float32", "bfloat16", "qint8"
+    weight_dtype: str  # of the Linear layers: "float32", "bfloat16", "qint8"; a GGUF file's quantization ("Q4_1")
     quantized_linears: int  # Linear layers replaced by dynamic int8 ones
     parameters: int
     disk_bytes: int  # the safetensors it is loaded from (bf16 and int8 are made from the fp32 file at load time)
@@ -401,8 +406,12 @@ class VariantReport:
 
 
 def weight_dtype(lm: LoadedModel) -> tuple[str, int]:
-    """The dtype of the model's Linear weights and how many Linear layers are dynamic int8."""
+    """The dtype of the model's Linear weights and how many Linear layers are dynamic int8
+    (for a GGUF file on llama.cpp, its quantization)."""
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    if not isinstance(lm, LoadedModel):
+        return lm.spec.precision, 0
 
     quantized = sum(isinstance(m, QLinear) for m in lm.model.modules())
     if quantized:
@@ -445,10 +454,14 @@ def variant_report(lms: Sequence[LoadedModel], text: str, speed_prompt: str | No
             report(done / steps, f"{lm.spec.label}: generating {speed_tokens} tokens for its speed")
             tps = speed(lm, speed_prompt, speed_tokens)
             done += 1
-        facts = model_facts(lm.spec.id, lm.folder)
+        if isinstance(lm, LoadedModel):
+            facts = model_facts(lm.spec.id, lm.folder)
+            parameters, disk = facts.parameters, facts.disk_bytes
+        else:  # a GGUF file on llama.cpp: the parameters are the reference's, the file is what is on disk
+            parameters, disk = model_facts(ref.spec.id, ref.folder).parameters, lm.path.stat().st_size
         dtype, quantized = weight_dtype(lm)
-        rows_.append(VariantRow(lm.spec.id, lm.spec.label, lm.spec.precision, dtype, quantized, facts.parameters,
-                                facts.disk_bytes, lm.memory_bytes, lm.load_seconds, tps, d.kl_mean,
+        rows_.append(VariantRow(lm.spec.id, lm.spec.label, lm.spec.precision, dtype, quantized, parameters,
+                                disk, lm.memory_bytes, lm.load_seconds, tps, d.kl_mean,
                                 d.top1_agreement, d.kl))
     report(1.0, "done")
     return VariantReport(ref.spec.base_id, text, pieces, tuple(rows_))

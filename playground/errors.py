@@ -32,6 +32,10 @@ class NoSafetensorsError(PlaygroundError):
     """The Hub repo has no safetensors weights; pickled weights are never loaded."""
 
 
+class NoGGUFError(PlaygroundError):
+    """The Hub repo has no GGUF file (llama.cpp runs GGUF files only)."""
+
+
 class RemoteCodeError(PlaygroundError):
     """The model needs trust_remote_code, which is off."""
 

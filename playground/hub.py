@@ -1,5 +1,10 @@
 """The Hugging Face Hub: search, model facts, size checks and downloads, via huggingface_hub.
 
+Two kinds of download: a model's config, tokenizer and safetensors (`download`, for transformers),
+and one GGUF file of a repo (`list_gguf_files`, `download_gguf`, for llama.cpp). Both check the
+size against free memory before a byte is fetched, report progress as bytes arrive, use the local
+cache first (so a file once downloaded works with the Hub down) and only the cache when offline.
+
 Everything goes through `huggingface_hub`, so the usual environment applies: HF_HOME
 (cache), HF_TOKEN (gated repos), HF_ENDPOINT (a mirror, or the tests' local server) and
 HF_HUB_OFFLINE (never touch the network). Only config, tokenizer and safetensors files are
@@ -11,6 +16,7 @@ What it leaves out: turning downloaded files into a model (playground.loading).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +28,9 @@ from playground.errors import (
     GatedModelError,
     HubUnavailableError,
     ModelNotCachedError,
+    InputError,
     ModelTooLargeError,
+    NoGGUFError,
     NoSafetensorsError,
     PlaygroundError,
     UnknownModelError,
@@ -384,3 +392,153 @@ def status() -> HubStatus:
     except PlaygroundError as exc:
         return HubStatus(endpoint(), False, False, str(exc))
     return HubStatus(endpoint(), True, False, f"Connected to {endpoint()}.")
+
+
+# --- GGUF files, for llama.cpp ------------------------------------------------------------
+
+_SPLIT_GGUF = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+GGUF_HEADROOM = 1.2  # weights are mapped as they are; the KV cache and compute buffers come on top
+
+
+@dataclass(frozen=True)
+class GGUFFile:
+    """One GGUF file of a Hub repo, before (or after) it is downloaded."""
+
+    repo: str
+    name: str  # its path in the repo ("Q4/model-Q4_K_M.gguf" in a folder)
+    size: int  # bytes
+    quantization: str  # from the name, e.g. "Q4_K_M" (registry.quantization_of); "GGUF" when it names none
+
+    @property
+    def id(self) -> str:
+        """Its catalogue id, ``gguf:owner/name/file.gguf``."""
+        from playground.registry import gguf_id
+
+        return gguf_id(self.repo, self.name)
+
+    @property
+    def is_split(self) -> bool:
+        """One part of a model split over several files (``-00001-of-00003.gguf``)."""
+        return bool(_SPLIT_GGUF.search(self.name))
+
+
+def _gguf_file(repo: str, name: str, size: int) -> GGUFFile:
+    from playground.registry import quantization_of
+
+    return GGUFFile(repo, name, int(size or 0), quantization_of(Path(name).name))
+
+
+def gguf_memory_needed(size: int) -> int:
+    """Bytes a GGUF file takes in llama.cpp: the file (mapped as it is) with 20% headroom for the KV cache."""
+    return int(size * GGUF_HEADROOM)
+
+
+def check_gguf_fits(f: GGUFFile) -> None:
+    need, have = gguf_memory_needed(f.size), available_memory()
+    if need > have:
+        raise ModelTooLargeError(
+            f"{f.name} from {f.repo} is {f.size / 2**30:,.1f} GiB and needs about {need / 2**30:,.1f} GiB of memory "
+            f"in llama.cpp; {have / 2**30:,.1f} GiB is free. Pick a smaller quantization (a lower Q number) or a smaller model."
+        )
+
+
+def cached_gguf_files(repo: str | None = None) -> list[GGUFFile]:
+    """GGUF files in the local HF cache (of `repo`, or of every repo); never touches the network."""
+    try:
+        folder = cache_dir()
+        if not folder.is_dir():
+            return []
+        info = hfh.scan_cache_dir(folder)
+    except Exception:  # noqa: BLE001 - no cache yet
+        return []
+    out: dict[tuple[str, str], GGUFFile] = {}
+    for r in info.repos:
+        if r.repo_type != "model" or (repo is not None and r.repo_id != repo):
+            continue
+        for rev in r.revisions:
+            for f in rev.files:
+                if f.file_name.lower().endswith(".gguf"):
+                    name = Path(f.file_path).relative_to(rev.snapshot_path).as_posix()
+                    out[(r.repo_id, name)] = _gguf_file(r.repo_id, name, f.size_on_disk)
+    return sorted(out.values(), key=lambda g: (g.repo, g.size, g.name))
+
+
+def list_gguf_files(repo: str) -> list[GGUFFile]:
+    """The GGUF files of `repo` with their sizes and quantization, smallest first (no download).
+
+    With HF_HUB_OFFLINE set, the repo's files already in the local cache.
+    """
+    if is_offline():
+        cached = cached_gguf_files(repo)
+        if cached:
+            return cached
+        raise ModelNotCachedError(
+            f"HF_HUB_OFFLINE is set and no GGUF file of {repo} is in the local cache. "
+            "Download one once while online, or pick a bundled model."
+        )
+    try:
+        check_reachable()
+        info = _api().model_info(repo, files_metadata=True)
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, repo) from exc
+    files = [_gguf_file(repo, s.rfilename, s.size or 0) for s in (info.siblings or [])
+             if s.rfilename.lower().endswith(".gguf")]
+    if not files:
+        raise NoGGUFError(f"{repo} has no GGUF files. Pick a repo whose name ends in -GGUF, or add it as a Hub model.")
+    return sorted(files, key=lambda g: (g.size, g.name))
+
+
+def local_gguf(repo: str, filename: str) -> Path | None:
+    """The cached copy of one GGUF file, or None; never touches the network."""
+    try:
+        found = hfh.try_to_load_from_cache(repo, filename, cache_dir=cache_dir())
+    except Exception:  # noqa: BLE001 - a malformed id is simply not cached
+        return None
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def download_gguf(repo: str, filename: str, progress: Progress | None = None) -> Path:
+    """One GGUF file of `repo` into HF_HOME; its local path.
+
+    The cached copy is used if there is one (no network). Otherwise the file's size is read from
+    the Hub first and a file that will not fit in free memory is refused before a byte is fetched;
+    `progress(fraction, message)` follows the bytes. With HF_HUB_OFFLINE only the cache is used.
+    """
+    report = progress or (lambda f, m: None)
+    if _SPLIT_GGUF.search(filename):
+        raise InputError(
+            f"{filename} is one part of a model split over several files, which LLM Playground does not load. "
+            "Pick a quantization that is one file."
+        )
+    local = local_gguf(repo, filename)
+    if local is not None:
+        report(1.0, f"{filename} is in the local cache")
+        return local
+    if is_offline():
+        raise ModelNotCachedError(
+            f"{filename} of {repo} is not in the local cache and HF_HUB_OFFLINE is set. "
+            "Download it once while online, or pick a bundled model."
+        )
+    try:
+        found = {f.name: f for f in list_gguf_files(repo)}
+        if filename not in found:
+            names = ", ".join(sorted(found)[:8]) + (" ..." if len(found) > 8 else "")
+            raise UnknownModelError(f"{repo} has no file {filename!r}; its GGUF files are: {names}.")
+        f = found[filename]
+        check_gguf_fits(f)
+        size = max(f.size, 1)
+        report(0.0, f"downloading {filename}: {f.size / 2**20:,.1f} MiB")
+        shown = [0.0]
+
+        def on_bytes(received: int) -> None:
+            fraction = min(received, size) / size
+            if fraction - shown[0] >= 0.005:  # a bar redraw per half percent at most
+                shown[0] = fraction
+                report(fraction, f"{filename}: {min(received, size) / 2**20:,.1f} of {size / 2**20:,.1f} MiB")
+
+        path = Path(hfh.hf_hub_download(repo, filename, endpoint=endpoint(), cache_dir=cache_dir(),
+                                        token=os.environ.get("HF_TOKEN") or None, tqdm_class=_byte_bar(on_bytes)))
+        report(1.0, f"{filename} downloaded")
+        return path
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, repo) from exc

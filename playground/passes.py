@@ -102,6 +102,17 @@ class NextTokenDistribution:
 
 
 def next_token_distribution(lm: LoadedModel, input_ids: torch.Tensor | list[int]) -> NextTokenDistribution:
+    """The logits after `input_ids`. An entry on another engine (llama.cpp) gives them itself;
+    its call counts in FORWARD_PASSES like a transformers pass."""
+    if not isinstance(lm, LoadedModel):
+        own = getattr(lm, "next_token_distribution", None)
+        if own is None:
+            from playground.engines import why_not
+            from playground.errors import CapabilityError
+
+            raise CapabilityError(why_not(lm.spec, "full_distribution") or f"{lm.spec.name} gives no full distribution.")
+        _count()
+        return own(input_ids)
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
     fp = forward(lm, ids, last_only=True)
     assert fp.logits is not None, "an encoder has no next-token distribution"

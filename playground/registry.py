@@ -263,7 +263,7 @@ def variants(model_id: str, with_gguf: bool = False) -> list[ModelSpec]:
 
 def list_models(include_variants: bool = False, include_cached_hub: bool = True) -> list[ModelSpec]:
     """Every entry to offer: bundled first (with their GGUF files on llama.cpp), then Hub models
-    found in the local cache."""
+    found in the local cache, then Hub GGUF files found there (single-file ones; on llama.cpp)."""
     out: list[ModelSpec] = []
     for spec in BUNDLED.values():
         out.extend(variants(spec.id, with_gguf=True) if include_variants else [get_model(spec.id)])
@@ -273,4 +273,12 @@ def list_models(include_variants: bool = False, include_cached_hub: bool = True)
         for repo in cached_hub_models():
             if repo not in BUNDLED:
                 out.extend(variants(repo) if include_variants else [get_model(repo)])
+        from playground.hub import cached_gguf_files
+
+        for f in cached_gguf_files():
+            if not f.is_split:
+                try:
+                    out.append(get_model(f.id))
+                except UnknownModelError:  # a file name the catalogue does not take
+                    pass
     return out

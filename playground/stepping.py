@@ -81,7 +81,9 @@ def token_text(tokenizer, token_id: int) -> str:
 
 
 def eos_ids(lm: LoadedModel) -> frozenset[int]:
-    """The ids that end generation: the generation config's and the tokenizer's."""
+    """The ids that end generation: the generation config's and the tokenizer's (another engine's own set)."""
+    if not isinstance(lm, LoadedModel):
+        return frozenset(getattr(lm, "eos_ids", ()))
     ids: set[int] = set()
     for src in (getattr(lm.model.generation_config, "eos_token_id", None), lm.tokenizer.eos_token_id):
         if isinstance(src, int):

