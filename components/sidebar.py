@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import cache, pickers, state
+from components import cache, hub_gguf, pickers, state
 from components.format import human_bytes, human_count
 from playground import loading
 from playground.errors import PlaygroundError, describe
@@ -59,6 +59,7 @@ def facts_remote(spec) -> str:
 def render() -> str:
     """Draw the sidebar; return the picked model id."""
     state.init_shared()
+    hub_gguf.apply_pending()
     options = [s.id for s in pickers.catalogue(engines=True)]
     current = st.session_state[state.MODEL]
     try:
@@ -76,6 +77,8 @@ def render() -> str:
             st.button("Use this model", key="sidebar_use_hub", on_click=_use_hub_id)
             if st.session_state.get("sidebar_hub_error"):
                 st.error(st.session_state["sidebar_hub_error"])
+            st.divider()
+            hub_gguf.render()
         model_id = st.session_state[state.MODEL]
         spec = get_model(model_id)
         st.caption(spec.description)

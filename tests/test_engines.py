@@ -52,3 +52,36 @@ def test_capabilities_and_why_a_page_leaves_an_entry_out():
     assert "top" in engines.why_not(remote, "full_distribution")
     encoder = get_model("all-minilm-l6-v2")
     assert encoder.capabilities.attention and not encoder.capabilities.generate
+
+
+# --- the sidebar: a GGUF file from the Hub (against the local Hub) --------------------------------
+
+
+def test_sidebar_lists_a_repos_gguf_files_refuses_the_huge_one_and_downloads_one(hub_server):
+    from components import hub_gguf
+    from playground.registry import gguf_id
+    from tests.conftest import app_test, texts
+    from tests.hub_server import GGUF_NAME, GGUF_REPO, HUGE_NAME, HUGE_REPO
+
+    at = app_test()
+    at.text_input(key=hub_gguf.REPO).input(HUGE_REPO)
+    at.button(key=hub_gguf.LIST).click()
+    at.run()
+    table = at.sidebar.dataframe[0].value
+    assert list(table["file"]) == [HUGE_NAME] and table["fits"][0].startswith("no: needs")
+    at.button(key=hub_gguf.DOWNLOAD).click()
+    at.run()
+    assert "needs about" in texts(at) and "Pick a smaller quantization" in texts(at)  # refused before a byte
+    assert at.selectbox(key="model_id").value == "smollm2-135m-instruct"  # nothing changed
+
+    at.text_input(key=hub_gguf.REPO).input(GGUF_REPO)
+    at.button(key=hub_gguf.LIST).click()
+    at.run()
+    assert GGUF_NAME in list(at.sidebar.dataframe[0].value["file"])
+    at.selectbox(key=hub_gguf.PICK).select(GGUF_NAME)
+    at.button(key=hub_gguf.DOWNLOAD).click()
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="model_id").value == gguf_id(GGUF_REPO, GGUF_NAME)
+    shown = texts(at)
+    assert "llama.cpp" in shown and "Q4_1" in shown  # the facts: engine and quantization
