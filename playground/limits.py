@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from playground.errors import InputError
 
 
+class LimitError(InputError):
+    """A bound on the work an input makes the server do (time, size, nesting) was hit."""
+
+
 @dataclass(frozen=True)
 class Limit:
     """A bound: its value, the unit it counts, and what it bounds."""
@@ -41,7 +45,7 @@ class Limit:
     def check(self, n: int | float, what: str, advice: str = "Shorten it.") -> None:
         """InputError when n is above the bound: '<what> is <n> <unit>; at most <value> ... (help). <advice>'."""
         if n > self.value:
-            raise InputError(f"{what} is {_num(n)} {self.unit}; at most {_num(self.value)} {self.unit} are allowed "
+            raise LimitError(f"{what} is {_num(n)} {self.unit}; at most {_num(self.value)} {self.unit} are allowed "
                              f"({self.help}). {advice}")
 
 

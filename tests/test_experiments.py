@@ -206,7 +206,7 @@ def test_csv_with_bad_encoding_gets_a_clear_message():
     with pytest.raises(InputError) as err:
         ex.parse_upload("drinks.csv", data)
     msg = str(err.value)
-    assert "drinks.csv is not UTF-8" in msg and "0xe9 on line 2" in msg and "CSV UTF-8" in msg
+    assert "drinks.csv is not UTF-8" in msg and "0xe9 at position 22 (line 2, column 4)" in msg and "CSV UTF-8" in msg
 
 
 def test_csv_tsv_jsonl_and_reference_column():

@@ -63,7 +63,8 @@ def compile_regex(pattern: str):
                 "on RE2, which never backtracks, so no pattern can stall the server. Rewrite it without them "
                 "(for 'does not contain X', use a 'not contains' check)."
             ) from exc
-        raise InputError(f"The regex check /{pattern}/ cannot be used: {exc}. Checks run on RE2, which has no "
+        why = exc.args[0].decode(errors="backslashreplace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise InputError(f"The regex check /{pattern}/ cannot be used: {why}. Checks run on RE2, which has no "
                          "backtracking; simplify the pattern (smaller {n,m} counts, fewer alternatives).") from exc
 
 
