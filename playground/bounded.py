@@ -37,7 +37,7 @@ from typing import Any
 
 from jinja2.sandbox import SandboxedEnvironment
 
-from playground.limits import RENDER_CHARS, RENDER_SECONDS, TEMPLATE_NUMBER, LimitError
+from playground.limits import RENDER_CHARS, RENDER_SECONDS, TEMPLATE_NUMBER, LimitError, TimeLimitError
 
 _TRACED_FILES = ("<template>", "chevron")  # code whose every line is counted
 
@@ -70,7 +70,7 @@ def time_limit(seconds: float = RENDER_SECONDS.value, what: str = "Filling in th
     try:
         yield
     except _Timeout:
-        raise LimitError(f"{what} took more than {seconds:g} seconds and was stopped: the template loops too much "
+        raise TimeLimitError(f"{what} took more than {seconds:g} seconds and was stopped: the template loops too much "
                          f"(a loop inside a loop?). Templates have {RENDER_SECONDS.text} to render.") from None
     finally:
         sys.settrace(previous)

@@ -29,6 +29,10 @@ class LimitError(InputError):
     """A bound on the work an input makes the server do (time, size, nesting) was hit."""
 
 
+class TimeLimitError(LimitError):
+    """Work on an input ran past its time bound and was stopped."""
+
+
 @dataclass(frozen=True)
 class Limit:
     """A bound: its value, the unit it counts, and what it bounds."""

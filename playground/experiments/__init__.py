@@ -62,5 +62,6 @@ from playground.experiments.store import (  # noqa: F401
 )
 
 from playground.experiments.flow import (  # noqa: F401
-    REFERENCE, empty_values, merge_edits, prepare, table_columns,
+    REFERENCE, differs, empty_values, extra_settings, merge_edits, page_settings, prepare, preview, run_message,
+    save_message, table_columns,
 )

@@ -7,20 +7,29 @@ and the bookkeeping of its input table (edits kept across column changes, empty 
   did not show (a column no template uses yet, an uploaded file's extra columns).
 - `table_columns(...)`: the input table's columns for the templates as they are.
 - `empty_values(rows)`: the rows with an empty variable, for a warning.
+- `page_settings(...)`: RunSettings from the page's controls; `differs(...)`: whether what the
+  page holds would run differently from the open experiment.
+- `preview(variant, values)`: what one template gives for one row, remembered (a template that
+  hits its time bound costs those seconds once, not on every rerun).
+- `save_message`, `run_message`: what the page says after a Save or a Run.
 
 What it leaves out: Streamlit (the page keeps the session state; this module only computes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from playground.experiments.checks import Check
 from playground.experiments.model import Experiment, InputRow, RunSettings
-from playground.experiments.runner import fork, rescore
+from playground.experiments.runner import RunReport, fork, rescore
+from playground.generate import GenerationSettings
 from playground.experiments.store import ExperimentStore
-from playground.prompts import PromptVariant, all_variables
+from playground.errors import PlaygroundError, describe
+from playground.prompts import PromptVariant, RenderedPrompt, all_variables
 
 REFERENCE = "reference"  # the input table's column of reference answers
 
@@ -76,3 +85,56 @@ def empty_values(rows: Sequence[InputRow], at_most: int = 5) -> str | None:
     if not empty:
         return None
     return "; ".join(empty[:at_most]) + (" …" if len(empty) > at_most else "")
+
+
+def page_settings(model_ids: Sequence[str], max_new_tokens: int, temperature: float, use_chat_template: bool,
+                  extra: Mapping[str, Any] | None = None) -> RunSettings:
+    """RunSettings from the page's controls; `extra` holds generation settings the page has no
+    control for (kept from a reopened experiment)."""
+    generation = GenerationSettings(**{**(extra or {}), "max_new_tokens": max_new_tokens, "temperature": temperature})
+    return RunSettings(tuple(model_ids), generation, use_chat_template)
+
+
+def extra_settings(generation: GenerationSettings, shown: Sequence[str] = ("max_new_tokens", "temperature")) -> dict:
+    """The generation settings other than those the page shows (to keep them on a reopened experiment)."""
+    return {k: v for k, v in dataclasses.asdict(generation).items() if k not in shown}
+
+
+def differs(exp: Experiment, variants: Sequence[PromptVariant], rows: Sequence[InputRow], settings: RunSettings) -> bool:
+    """Whether these templates, rows and settings would produce different cells from `exp`'s."""
+    return exp.spec() != Experiment(exp.name, tuple(variants), tuple(rows), settings).spec()
+
+
+@lru_cache(maxsize=256)
+def _preview(variant: PromptVariant, values: tuple[tuple[str, str], ...]) -> tuple[RenderedPrompt | None, str | None, bool]:
+    from playground.limits import LimitError
+
+    try:
+        return variant.render(dict(values)), None, False
+    except LimitError as exc:
+        return None, describe(exc), True
+    except PlaygroundError as exc:
+        return None, describe(exc), False
+
+
+def preview(variant: PromptVariant, values: Mapping[str, Any]) -> tuple[RenderedPrompt | None, str | None, bool]:
+    """(rendered prompt, None, False), or (None, the error, whether a bound was hit) for one row.
+
+    Remembered for the last 256 (template, row) pairs: the result depends on nothing else, and a
+    runaway template then costs its RENDER_SECONDS once rather than on every rerun of the page.
+    """
+    given = tuple((k, str(values.get(k, ""))) for k in variant.variables)
+    return _preview(variant, given)
+
+
+def save_message(exp: Experiment, action: str, reused: int) -> str:
+    if action == "rerun":
+        return f"Saved as a new experiment (a rerun of `{exp.parent_id}`, {reused} unchanged output(s) reused)."
+    return f"Saved '{exp.name}'."
+
+
+def run_message(exp: Experiment, action: str, reused: int, report: RunReport) -> str:
+    how = (f" Saved as a new experiment (a rerun of `{exp.parent_id}`); {reused} unchanged output(s) reused."
+           if action == "rerun" else "")
+    failed = f", {report.failed} failed (see the grid)" if report.failed else ""
+    return f"Generated {report.generated} output(s) in {report.seconds:.1f} s{failed}.{how}"

@@ -21,6 +21,7 @@ from playground.experiments.model import Arm, Experiment, JudgeVerdict, RawVerdi
 from playground.experiments.runner import Generator, _stream_generate
 from playground.experiments.votes import _canonical, pair_key
 from playground.generate import GenerationSettings
+from playground.limits import RUBRIC_CHARS
 from playground.prompts import PromptVariant
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def run_judge(exp: Experiment, judge: JudgeFn, judge_model: str, store: Experime
     """Judge every row with both outputs for each pair (all pairs by default); save each verdict."""
     if not exp.rubric.strip():
         raise InputError("The judge needs a rubric: write what makes a response better.")
+    RUBRIC_CHARS.check(len(exp.rubric), "The judge's rubric")
     pairs = [(_canonical(exp, x, y)) for x, y in (pairs or exp.pairs())]
     todo = [(r, x, y) for r in (rows if rows is not None else range(len(exp.rows))) for x, y in pairs
             if (c1 := exp.cell(r, x)) is not None and c1.ok and (c2 := exp.cell(r, y)) is not None and c2.ok]

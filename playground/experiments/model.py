@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from playground.errors import InputError
 from playground.generate import GenerationSettings
+from playground.limits import NAME_CHARS, RUBRIC_CHARS
 from playground.options import validate
 from playground.prompts import PromptVariant, all_variables, check_columns
 from playground.registry import DEFAULT_CHAT_MODEL
@@ -269,6 +270,8 @@ class Experiment:
         """Every problem that would stop a run, found before it starts."""
         if not self.name.strip():
             raise InputError("The experiment needs a name.")
+        NAME_CHARS.check(len(self.name), "The experiment's name")
+        RUBRIC_CHARS.check(len(self.rubric), "The judge's rubric")
         if not MIN_VARIANTS <= len(self.variants) <= MAX_VARIANTS:
             raise InputError(f"An experiment compares {MIN_VARIANTS} to {MAX_VARIANTS} templates (got {len(self.variants)}).")
         names = [v.name for v in self.variants]

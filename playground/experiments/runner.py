@@ -30,6 +30,7 @@ from playground.experiments.model import (
     CONFIRM_CELLS, Arm, Cell, Experiment, InputRow, RunSettings, _row_dict, _settings_dict,
 )
 from playground.generate import GenerationResult, GenerationSettings, stream
+from playground.limits import LimitError, TimeLimitError
 from playground.prompts import PromptVariant, RenderedPrompt
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def run(exp: Experiment, store: ExperimentStore | None, load_model: Callable[[st
     total, done, failed = len(pending), 0, 0
     skipped = len(exp.rows) * len(exp.arms) - total
     models: dict[str, Any] = {}
+    stalled: dict[str, str] = {}  # variant -> why its rendering was stopped (a template that loops too much)
     for row, arm in pending:
         where = f"row {row + 1}, template {arm.variant}, {arm.model_id}"
         try:
@@ -117,7 +119,13 @@ def run(exp: Experiment, store: ExperimentStore | None, load_model: Callable[[st
                 lm = models[arm.model_id] = load_model(arm.model_id)
             cell = Cell(row, arm.variant, arm.model_id, created=time.time())
             try:
-                rendered = render_cell(exp, row, arm.variant)
+                if arm.variant in stalled:  # the same template would be stopped again, after the same seconds
+                    raise LimitError(f"{stalled[arm.variant]} (Not tried again on this row.)")
+                try:
+                    rendered = render_cell(exp, row, arm.variant)
+                except TimeLimitError as exc:
+                    stalled[arm.variant] = str(exc)
+                    raise
                 cell.system, cell.user = rendered.system, rendered.user
                 text, system = rendered.user, rendered.system or None
                 if generator is not None:
