@@ -39,7 +39,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from playground.limits import RENDER_CHARS, RENDER_SECONDS, TEMPLATE_NUMBER, LimitError, TimeLimitError
 
-_TRACED_FILES = ("<template>", "chevron")  # code whose every line is counted
+_TRACED_FILES = ("<template>", "chevron", "mustache")  # code whose every line is counted
 
 
 class _Timeout(BaseException):
@@ -141,7 +141,7 @@ def _bounded_join(pieces) -> str:
 class BoundedSandbox(SandboxedEnvironment):
     """jinja2's sandbox with bounds on what one operation can allocate (see the module docstring)."""
 
-    intercepted_binops = frozenset(["*", "**", "+"])
+    intercepted_binops = frozenset(["*", "**", "+", "%"])  # also keeps the compiler from folding them early
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -161,6 +161,8 @@ class BoundedSandbox(SandboxedEnvironment):
                     raise _too_big(len(seq) * n, "Repeating with *")
             elif all(isinstance(x, int) for x in (left, right)) and abs(left) * abs(right) > 10**18:
                 raise LimitError(f"{left:,} * {right:,} is too large a number for a template.")
+        if operator == "%" and isinstance(left, str):
+            _check_format_string(left, "The operator %")
         if operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, type(left)):
             if len(left) + len(right) > RENDER_CHARS.value:
                 raise _too_big(len(left) + len(right), "Adding with +")

@@ -59,13 +59,8 @@ def _num(x: int | float) -> str:
     return f"{int(x):,}"
 
 
-def megabytes(n: int) -> str:
-    """A byte count for a message: '5.0 MB' (or '812 bytes')."""
-    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
-
-
 # --- uploads ------------------------------------------------------------------------------------
-UPLOAD_BYTES = Limit(5_000_000, "bytes", "an uploaded text file")
+UPLOAD_BYTES = Limit(5 * 1024 * 1024, "bytes", "an uploaded text file")  # 5.0 MB as Streamlit counts
 UPLOAD_COLUMNS = Limit(50, "columns", "columns of an uploaded table")
 JSON_DEPTH = Limit(32, "levels of nesting", "JSON arrays and objects inside each other")
 

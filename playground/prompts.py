@@ -126,7 +126,14 @@ def find_variables(text: str, template_format: str = "f-string", name: str = "te
                 "where names starting with '_' are blocked. Use only your variables and their plain values."
             )
     try:
-        found = get_template_variables(text, template_format)
+        if template_format == "jinja2":  # as LangChain does, but in the bounded sandbox: its code generator
+            from jinja2 import meta  # folds constants, and a plain sandbox would compute 'x' * 10**9 right here
+
+            from playground.bounded import environment
+
+            found = meta.find_undeclared_variables(environment().parse(text))
+        else:
+            found = get_template_variables(text, template_format)
     except Exception as exc:  # noqa: BLE001 - LangChain raises ValueError, chevron its own errors
         raise TemplateError(f"{name} is not a valid {template_format} template: {exc}") from exc
     return tuple(_order(found, text))
