@@ -220,13 +220,20 @@ def environment() -> BoundedSandbox:
     return _ENV
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str):
+    """A compiled template, kept: compiling costs milliseconds, and a jinja2 Template renders safely
+    from several threads at once (all its state is in the render's own context)."""
+    return environment().from_string(source)
+
+
 def render_jinja2(source: str, values: Mapping[str, Any], what: str = "The template") -> str:
     """Render a jinja2 template in the bounded sandbox; LimitError past RENDER_CHARS of output.
 
     The caller holds the time limit (`time_limit`), so one limit covers a system message and a
     template together.
     """
-    template = environment().from_string(source)
+    template = _compiled(source)
     out: list[str] = []
     total = 0
     for piece in template.generate(**values):
