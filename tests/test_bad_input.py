@@ -18,10 +18,10 @@ import time
 import pytest
 
 from playground import experiments as ex
-from playground.errors import InputError, PlaygroundError
+from playground.errors import InputError
 from playground.experiments import Check, Experiment, InputRow
 from playground.limits import (
-    JSON_DEPTH, RENDER_CHARS, RENDER_SECONDS, TEMPLATE_CHARS, UPLOAD_BYTES, LimitError, TimeLimitError,
+    JSON_DEPTH, RENDER_SECONDS, TEMPLATE_CHARS, UPLOAD_BYTES, LimitError, TimeLimitError,
 )
 from playground.prompts import PromptVariant
 from playground.uploads import json_depth, read_text

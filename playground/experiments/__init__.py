@@ -22,46 +22,61 @@ loader), and significance tests between more than two arms.
 
 from __future__ import annotations
 
-from playground.experiments.model import (  # noqa: F401
+from playground.experiments.model import (
     Arm, CONFIRM_CELLS, Cell, DEFAULT_RUBRIC, Experiment, InputRow, JudgeVerdict, MAX_MODELS, MAX_ROWS,
     MAX_VARIANTS, MIN_VARIANTS, RawVerdict, RunSettings, VARIANT_NAMES, VOTE_CHOICES, Vote, combine,
 )
 
-from playground.experiments.checks import (  # noqa: F401
+from playground.experiments.checks import (
     CHECK_KINDS, Check, LENGTH_UNITS, compile_regex, embedding_similarity, exact_match, normalize_answer,
     run_checks, token_f1,
 )
 
-from playground.experiments.inputs import (  # noqa: F401
+from playground.experiments.inputs import (
     REFERENCE_GUESSES, UPLOAD_TYPES, check_size, guess_reference, parse_csv, parse_jsonl, parse_pasted,
     parse_upload, record_columns, rows_from_records, upload_rows,
 )
 
-from playground.experiments.runner import (  # noqa: F401
+from playground.experiments.runner import (
     Generator, RunReport, fork, render_cell, rescore, run, score_cell,
 )
 
-from playground.experiments.votes import (  # noqa: F401
+from playground.experiments.votes import (
     blind_swap, next_row, pair_key, shown_pair, votable_rows, vote, vote_for,
 )
 
-from playground.experiments.judge import (  # noqa: F401
+from playground.experiments.judge import (
     JUDGE_PROMPT, JudgeFn, judge_pair, model_judge, parse_verdict, run_judge, task_text,
 )
 
-from playground.experiments.stats import (  # noqa: F401
+from playground.experiments.stats import (
     ArmSummary, WinRate, Z95, summarize, wilson_interval, win_rate,
 )
 
-from playground.experiments.export import (  # noqa: F401
+from playground.experiments.export import (
     to_csv, to_dict, to_json, to_records,
 )
 
-from playground.experiments.store import (  # noqa: F401
+from playground.experiments.store import (
     ExperimentInfo, ExperimentStore, SCHEMA,
 )
 
-from playground.experiments.flow import (  # noqa: F401
+from playground.experiments.flow import (
     REFERENCE, differs, empty_values, extra_settings, merge_edits, page_settings, prepare, preview, run_message,
     save_message, table_columns,
 )
+
+__all__ = [
+    "Arm", "CONFIRM_CELLS", "Cell", "DEFAULT_RUBRIC", "Experiment", "InputRow", "JudgeVerdict", "MAX_MODELS",
+    "MAX_ROWS", "MAX_VARIANTS", "MIN_VARIANTS", "RawVerdict", "RunSettings", "VARIANT_NAMES", "VOTE_CHOICES",
+    "Vote", "combine", "CHECK_KINDS", "Check", "LENGTH_UNITS", "compile_regex", "embedding_similarity",
+    "exact_match", "normalize_answer", "run_checks", "token_f1", "REFERENCE_GUESSES", "UPLOAD_TYPES",
+    "check_size", "guess_reference", "parse_csv", "parse_jsonl", "parse_pasted", "parse_upload",
+    "record_columns", "rows_from_records", "upload_rows", "Generator", "RunReport", "fork", "render_cell",
+    "rescore", "run", "score_cell", "blind_swap", "next_row", "pair_key", "shown_pair", "votable_rows",
+    "vote", "vote_for", "JUDGE_PROMPT", "JudgeFn", "judge_pair", "model_judge", "parse_verdict", "run_judge",
+    "task_text", "ArmSummary", "WinRate", "Z95", "summarize", "wilson_interval", "win_rate", "to_csv",
+    "to_dict", "to_json", "to_records", "ExperimentInfo", "ExperimentStore", "SCHEMA", "REFERENCE", "differs",
+    "empty_values", "extra_settings", "merge_edits", "page_settings", "prepare", "preview", "run_message",
+    "save_message", "table_columns",
+]
