@@ -598,7 +598,9 @@ def test_prompt_ab_in_chromium(app_url, page):
     page.get_by_role("heading", name="Prompt A/B", exact=True).wait_for()
     page.get_by_text("Press Run to fill the grid").wait_for()
     wait_idle(page)
-    assert page.locator("textarea").nth(1).input_value() == "Answer in as few words as possible.\nQuestion: {question}"
+    from playwright.sync_api import expect  # waits: on a warm server the editors may still be mounting
+
+    expect(page.locator("textarea").nth(1)).to_have_value("Answer in as few words as possible.\nQuestion: {question}")
     # a small run: 8 new tokens (keyboard on the slider: Home is 1, then 7 steps)
     slider = page.locator('[data-testid="stSlider"]').filter(has_text="Max new tokens").locator('input[type="range"]')
     slider.focus()
