@@ -11,7 +11,7 @@ core refuses past it with the numbers (`limit.check(n, what)`):
 >>> TEMPLATE_CHARS.check(25_000, "Template A")
 Traceback (most recent call last):
 ...
-playground.errors.InputError: Template A is 25,000 characters; at most 20,000 characters are allowed (a prompt template). Shorten it.
+playground.limits.LimitError: Template A is 25,000 characters; at most 20,000 characters are allowed (a prompt template). Shorten it.
 
 What it leaves out: enforcing them. The parsers (playground.uploads, playground.experiments.inputs),
 the template renderer (playground.prompts, with playground.bounded) and the regex check
