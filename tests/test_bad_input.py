@@ -292,8 +292,21 @@ def test_another_thread_keeps_answering_while_one_hits_every_bound():
 
 
 @pytest.mark.browser
-def test_a_second_browser_session_answers_while_the_first_renders_a_runaway_template(app_url, browser):
+def test_a_second_browser_session_answers_while_the_first_hits_the_bounds(app_url, browser):
+    """On a real `streamlit run` server: session 1 opens a saved experiment whose template B loops
+    without end and whose regex check is catastrophic on the saved outputs, and saves it (which
+    re-runs the checks); session 2 loads a page meanwhile and must answer within seconds."""
+    from playground.experiments import Cell, ExperimentStore, RunSettings
     from tests.conftest import wait_idle
+
+    smol = "smollm2-135m-instruct"
+    exp = Experiment("hostile", (PromptVariant("A", "Say: {q}"), PromptVariant("B", NESTED_EMPTY, format="jinja2")),
+                     (InputRow({"q": "a"}), InputRow({"q": "b"})), RunSettings((smol,)),
+                     checks=(Check("regex", CATASTROPHIC),))
+    for row in range(2):
+        for variant in ("A", "B"):
+            exp.cells[(row, variant, smol)] = Cell(row, variant, smol, output=EVIL_OUTPUT * 10, finish_reason="length")
+    ExperimentStore().create(exp)  # the server's database: the tests and the server share PLAYGROUND_DATA
 
     def new_page():
         ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -304,31 +317,34 @@ def test_a_second_browser_session_answers_while_the_first_renders_a_runaway_temp
     c1, first = new_page()
     c2, second = new_page()
     try:
-        first.goto(f"{app_url}/prompt_ab")
-        first.get_by_role("heading", name="Prompt A/B", exact=True).wait_for()
-        wait_idle(first)
-        # the other session, idle server: how long its page takes to answer
         t = time.perf_counter()
         second.goto(f"{app_url}/")
         second.get_by_role("heading", name="LLM Playground").first.wait_for()
-        baseline = time.perf_counter() - t
+        baseline = time.perf_counter() - t  # the other session's page, on an idle server
         wait_idle(second)
-        # session 1: four templates; template D (jinja2) becomes a runaway, which its preview renders
-        first.get_by_text("4 templates", exact=True).click()
-        wait_idle(first)
-        area = first.locator("textarea").nth(7)
-        area.fill("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ question }}")
-        area.press("Control+Enter")
-        first.wait_for_timeout(300)
+
+        first.goto(f"{app_url}/prompt_ab?exp={exp.id}")  # the preview renders template B: a runaway
+        first.get_by_role("heading", name="Prompt A/B", exact=True).wait_for()
         t = time.perf_counter()
         second.reload()
         second.get_by_role("heading", name="LLM Playground").first.wait_for()
         during = time.perf_counter() - t
-        first.get_by_text("took more than 2 seconds and was stopped").first.wait_for(timeout=30_000)
-        assert during < max(5.0, 3 * baseline), f"the second session took {during:.1f} s (idle: {baseline:.1f} s)"
+        first.get_by_text("took more than 2 seconds and was stopped").first.wait_for(state="attached", timeout=30_000)
+        wait_idle(first)
+        first.get_by_role("button", name="Save", exact=True).click()  # re-runs the regex check on every output
+        t = time.perf_counter()
+        second.reload()
+        second.get_by_role("heading", name="LLM Playground").first.wait_for()
+        during_save = time.perf_counter() - t
+        first.get_by_text("Saved 'hostile'.").wait_for(timeout=30_000)
+        limit = max(5.0, 3 * baseline)
+        assert during < limit and during_save < limit, (
+            f"the second session took {during:.1f} s / {during_save:.1f} s (idle: {baseline:.1f} s)")
     finally:
         c1.close()
         c2.close()
+    saved = ExperimentStore().load(exp.id)
+    assert all(c.checks == (False,) for c in saved.cells.values())  # (a+)+$ does not match ...ab
 
 
 # --- the Prompt A/B page ------------------------------------------------------------------------
