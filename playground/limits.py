@@ -69,7 +69,7 @@ TEMPLATE_CHARS = Limit(20_000, "characters", "a prompt template")
 SYSTEM_CHARS = Limit(10_000, "characters", "a system message")
 RENDER_SECONDS = Limit(2.0, "seconds", "filling in one template")
 RENDER_CHARS = Limit(200_000, "characters", "what one template gives for one row")
-TEMPLATE_NUMBER = Limit(100_000, "as a number", "a number a template computes or passes to a filter")
+TEMPLATE_NUMBER = Limit(1_000_000, "as a number", "a number a template computes or passes to a filter")
 
 # --- checks -------------------------------------------------------------------------------------
 REGEX_CHARS = Limit(500, "characters", "a regex or text a check looks for")
