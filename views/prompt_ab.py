@@ -10,11 +10,11 @@ import streamlit as st
 
 from components import prompt_ab as ab
 from components import state
-from components.prompt_ab import K
+from components.prompt_ab import K, defaults
 
 ss = st.session_state
 ab.restore_editors()
-state.init(ab.defaults(), {K.exp: "exp"})
+state.init(defaults(), {K.exp: "exp"})
 db = ab.open_store()
 ab.open_linked(db)
 
