@@ -25,6 +25,7 @@ import streamlit as st
 from playground import experiments as core
 from playground.errors import PlaygroundError, describe
 from playground.experiments import Arm, ArmSummary, Cell, Check, Experiment
+from playground.limits import REGEX_CHARS, RENDER_CHARS, RENDER_SECONDS, SYSTEM_CHARS, TEMPLATE_CHARS
 from playground.prompts import FORMATS, PromptVariant
 
 COLOURS = ["#2563eb", "#d97706", "#059669", "#db2777"]
@@ -53,8 +54,11 @@ def template_editors(n: int, key: Callable[[str, int], str]) -> tuple[list[Promp
                         unsafe_allow_html=True)
             fmt = st.selectbox("Format", FORMATS, key=key("fmt", i), help=FORMAT_HELP[st.session_state[key("fmt", i)]])
             st.text_area("System message (optional)", key=key("sys", i), height=68,
-                         help="Sent as the chat's system turn; a model without a chat template gets it before the prompt.")
-            st.text_area("Template", key=key("tpl", i), height=130)
+                         help="Sent as the chat's system turn; a model without a chat template gets it before the "
+                              f"prompt. {SYSTEM_CHARS.text}.")
+            st.text_area("Template", key=key("tpl", i), height=130,
+                         help=f"{TEMPLATE_CHARS.text}; it fills in within {RENDER_SECONDS.value:g} seconds and gives "
+                              f"{RENDER_CHARS.text} per row.")
             v = PromptVariant(name, st.session_state[key("tpl", i)], st.session_state[key("sys", i)], fmt)
             try:
                 names = v.variables
@@ -67,13 +71,13 @@ def template_editors(n: int, key: Callable[[str, int], str]) -> tuple[list[Promp
 
 
 def preview(variants: Sequence[PromptVariant], values: dict[str, Any]) -> None:
-    """What each valid template gives for one row (no model involved)."""
+    """What each valid template gives for one row (no model involved). A template that hits a
+    bound (it loops too long, gives too much) says so as a warning."""
     for i, (v, col) in enumerate(zip(variants, st.columns(len(variants)), strict=True)):
         with col:
-            try:
-                r = v.render({k: values.get(k, "") for k in v.variables})
-            except PlaygroundError as exc:
-                st.caption(describe(exc))
+            r, error, bound = core.preview(v, values)
+            if r is None:
+                (st.warning if bound else st.caption)(error)
                 continue
             text = (f"[system] {r.system}\n\n" if r.system else "") + r.user
             st.code(text, language=None, wrap_lines=True)
@@ -133,7 +137,8 @@ def checks_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 CHECK_COLUMNS = {
     "kind": st.column_config.SelectboxColumn("Check", options=list(core.CHECK_KINDS), required=True, width="small"),
-    "value": st.column_config.TextColumn("Text or regex", help="for contains / not contains / regex"),
+    "value": st.column_config.TextColumn("Text or regex", help="for contains / not contains / regex; "
+                                         f"{REGEX_CHARS.text}; a regex runs on RE2 (no backreferences or lookaround)"),
     "min": st.column_config.NumberColumn("Min", min_value=0, step=1, help="length checks"),
     "max": st.column_config.NumberColumn("Max", min_value=0, step=1, help="length checks"),
     "unit": st.column_config.SelectboxColumn("Unit", options=list(core.LENGTH_UNITS), width="small"),

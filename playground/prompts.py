@@ -26,6 +26,12 @@ become the columns of an experiment's input set:
 not use ("unknown") are both a `TemplateError` that names them. `check_columns` applies the
 same two rules to an input set's columns for several variants at once.
 
+Rendering is bounded (playground.limits, playground.bounded): a template is at most
+TEMPLATE_CHARS long, renders within RENDER_SECONDS and gives at most RENDER_CHARS; jinja2 runs
+in a sandbox that also bounds what one operation allocates; an f-string width such as
+``{x:>999999999}`` is refused when the template is read. A bound that is hit is a `LimitError`
+(an InputError) that names it.
+
 What it leaves out: running the prompts (playground.experiments) and the chat template of a
 model (playground.generate.format_prompt applies it to the rendered text).
 """
@@ -39,6 +45,7 @@ from functools import cached_property
 from typing import Any
 
 from playground.errors import TemplateError
+from playground.limits import RENDER_CHARS, SYSTEM_CHARS, TEMPLATE_CHARS, TEMPLATE_NUMBER, LimitError
 
 FORMATS = ("f-string", "mustache", "jinja2")
 
@@ -101,6 +108,11 @@ def find_variables(text: str, template_format: str = "f-string", name: str = "te
             ) from exc
         if any(f == "" for f in fields):
             raise TemplateError(f"{name} has an empty {{}} placeholder: give it a name, e.g. {{question}}.")
+        for _, field_name, spec, _ in Formatter().parse(text):
+            widths = [int(d) for d in re.findall(r"\d+", spec or "") if len(d) <= 12]
+            if any(len(d) > 12 for d in re.findall(r"\d+", spec or "")) or any(w > TEMPLATE_NUMBER.value for w in widths):
+                raise LimitError(f"{name}: the placeholder {{{field_name}:{spec}}} asks for a width of "
+                                 f"{max(widths, default=0):,} or more; widths are at most {TEMPLATE_NUMBER.value:,}.")
     if template_format == "jinja2":
         from jinja2 import TemplateSyntaxError
 
@@ -114,7 +126,14 @@ def find_variables(text: str, template_format: str = "f-string", name: str = "te
                 "where names starting with '_' are blocked. Use only your variables and their plain values."
             )
     try:
-        found = get_template_variables(text, template_format)
+        if template_format == "jinja2":  # as LangChain does, but in the bounded sandbox: its code generator
+            from jinja2 import meta  # folds constants, and a plain sandbox would compute 'x' * 10**9 right here
+
+            from playground.bounded import environment
+
+            found = meta.find_undeclared_variables(environment().parse(text))
+        else:
+            found = get_template_variables(text, template_format)
     except Exception as exc:  # noqa: BLE001 - LangChain raises ValueError, chevron its own errors
         raise TemplateError(f"{name} is not a valid {template_format} template: {exc}") from exc
     return tuple(_order(found, text))
@@ -149,6 +168,8 @@ class PromptVariant:
             raise TemplateError(f"{self.label}: format {self.format!r} is not one of {', '.join(FORMATS)}.")
         if not self.template.strip():
             raise TemplateError(f"{self.label} is empty: write the prompt, e.g. 'Answer briefly: {{question}}'.")
+        TEMPLATE_CHARS.check(len(self.template), self.label)
+        SYSTEM_CHARS.check(len(self.system), f"{self.label}'s system message")
         sys_vars = find_variables(self.system, self.format, f"{self.label}'s system message")
         user_vars = find_variables(self.template, self.format, self.label)
         return tuple(dict.fromkeys([*sys_vars, *user_vars]))
@@ -180,21 +201,35 @@ class PromptVariant:
             raise TemplateError(
                 f"{self.label} was given {_quoted(unknown)}, which it does not use (it uses {_quoted(names)})."
             )
+        from playground.bounded import render_jinja2, time_limit
+
+        given = {n: values[n] for n in names}
         try:
-            messages = self.chat_template.format_messages(**{n: values[n] for n in names})
+            with time_limit(what=f"Filling in {self.label}"):
+                if self.format == "jinja2":  # the bounded sandbox (playground.bounded), not LangChain's plain one
+                    system = render_jinja2(self.system, given, f"{self.label}'s system message") \
+                        if self.system.strip() else None
+                    user = render_jinja2(self.template, given, self.label)
+                else:
+                    messages = self.chat_template.format_messages(**given)
+                    system, user = None, ""
+                    for m in messages:
+                        if m.type == "system":
+                            system = str(m.content)
+                        else:
+                            user = str(m.content)
+        except LimitError:
+            raise
         except Exception as exc:  # noqa: BLE001 - SecurityError, UndefinedError, KeyError...
             from jinja2.exceptions import SecurityError
 
             if isinstance(exc, SecurityError):
                 raise TemplateError(f"{self.label} was stopped by the jinja2 sandbox: {exc}") from exc
             raise TemplateError(f"{self.label} could not be filled in: {type(exc).__name__}: {exc}") from exc
-        system = None
-        user = ""
-        for m in messages:
-            if m.type == "system":
-                system = str(m.content)
-            else:
-                user = str(m.content)
+        size = len(user) + len(system or "")
+        if size > RENDER_CHARS.value:
+            raise LimitError(f"{self.label} gives {size:,} characters for this row; a template's output is "
+                             f"{RENDER_CHARS.text}. Make it, or the values it repeats, shorter.")
         return RenderedPrompt(self.name, system, user)
 
 

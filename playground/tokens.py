@@ -259,27 +259,18 @@ def check_text(text: Any, what: str = "The text") -> str:
 
 
 def read_text_file(data: bytes, name: str = "The file") -> str:
-    """The text of an uploaded file: UTF-8 (a leading byte-order mark is dropped), bounded.
+    """The text of an uploaded file, through the app's one reader (playground.uploads.read_text):
+    UTF-8 (a byte-order mark says otherwise: UTF-8, UTF-16 or UTF-32 with a BOM are read as such),
+    no binary content, at most MAX_TEXT_BYTES.
 
-    Raises InputError naming the first byte that is not UTF-8, or the size over the limit.
+    Raises InputError naming the first byte that is not UTF-8 (position, line, column), the
+    binary content, or the size over the limit.
     """
+    from playground.uploads import read_text
+
     if not isinstance(data, (bytes, bytearray)):
         raise InputError(f"{name} must be bytes, not {type(data).__name__}.")
-    if len(data) > MAX_TEXT_BYTES:
-        raise InputError(
-            f"{name} is {len(data):,} bytes; the limit is {MAX_TEXT_BYTES:,} bytes ({MAX_TEXT_BYTES / 2**20:.0f} MiB)."
-        )
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise InputError(f"{name} is UTF-16 (it starts with a UTF-16 byte-order mark). Save it as UTF-8 and upload it again.")
-    try:
-        text = bytes(data).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InputError(
-            f"{name} is not valid UTF-8: byte {exc.start:,} (line {line:,}) is 0x{data[exc.start]:02X}, {exc.reason}. "
-            "Save it as UTF-8 (most editors offer it under 'Save as' or 'Encoding') and upload it again."
-        ) from exc
-    return check_text(text.removeprefix("\ufeff"), name)
+    return check_text(read_text(bytes(data), name, MAX_TEXT_BYTES, what="a UTF-8 text file"), name)
 
 
 def parse_ids(raw: str | Sequence[int]) -> list[int]:

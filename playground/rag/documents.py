@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from playground.errors import InputError
+from playground.uploads import read_text
 
 MAX_BYTES = 50 * 1024 * 1024  # the app's upload limit (.streamlit/config.toml: maxUploadSize = 50)
 KINDS = {".txt": "txt", ".md": "md", ".markdown": "md", ".pdf": "pdf", ".html": "html", ".htm": "html"}
@@ -67,22 +68,8 @@ def _looks_binary(data: bytes) -> str | None:
 
 
 def _decode(name: str, data: bytes) -> str:
-    why = _looks_binary(data)
-    if why:
-        raise InputError(f"{name} does not look like text: {why}. Upload a .txt, .md, .pdf or .html file.")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{name} starts like UTF-16 but is not valid UTF-16: {exc.reason}.") from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(
-            f"{name} is not UTF-8: byte 0x{data[exc.start]:02x} at position {exc.start:,} (line {line:,}) "
-            "cannot be decoded. Save the file as UTF-8 and upload it again."
-        ) from exc
+    """The text of a .txt / .md upload, through the app's one reader (playground.uploads.read_text)."""
+    return read_text(data, name, MAX_BYTES, what="a .txt, .md, .pdf or .html file")
 
 
 def _nonempty(doc: Document) -> Document:
