@@ -133,10 +133,15 @@ def comparison_table(c: Comparison) -> pd.DataFrame:
 # --- precision variants ----------------------------------------------------------------
 
 
+def _variant_name(precision: str) -> str:
+    """fp32 / bf16 / int8 are transformers variants; any other precision is a GGUF file on llama.cpp."""
+    return precision if precision in ("fp32", "bf16", "int8") else f"{precision} · llama.cpp"
+
+
 def variants_table(r: VariantReport) -> pd.DataFrame:
     return pd.DataFrame([
         {
-            "precision": v.precision,
+            "precision": _variant_name(v.precision),
             "Linear weights": v.weight_dtype + (f" ({v.quantized_linears} layers)" if v.quantized_linears else ""),
             "on disk": human_bytes(v.disk_bytes),
             "in memory": human_bytes(v.memory_bytes),
@@ -150,8 +155,8 @@ def variants_table(r: VariantReport) -> pd.DataFrame:
 
 
 def variants_figure(r: VariantReport) -> go.Figure:
-    names = [v.precision for v in r.rows]
-    colours = ["#2563eb", "#7c3aed", "#d97706"][: len(names)]
+    names = [_variant_name(v.precision) for v in r.rows]
+    colours = ["#2563eb", "#7c3aed", "#d97706", "#059669"][: len(names)]
     fig = make_subplots(rows=1, cols=4, subplot_titles=("Memory (MiB)", "Tokens per second", "Mean KL vs fp32 (nats)",
                                                         "Top-1 agreement (%)"))
     fig.add_trace(go.Bar(x=names, y=[v.memory_bytes / 2**20 for v in r.rows], marker_color=colours), 1, 1)
@@ -170,8 +175,8 @@ def kl_positions_figure(r: VariantReport) -> go.Figure:
     for v in r.rows:
         if v.precision == "fp32":
             continue
-        fig.add_trace(go.Scatter(x=list(range(len(v.kl))), y=list(v.kl), mode="lines+markers", name=v.precision,
-                                 line=dict(color=colours.get(v.precision)),
+        fig.add_trace(go.Scatter(x=list(range(len(v.kl))), y=list(v.kl), mode="lines+markers", name=_variant_name(v.precision),
+                                 line=dict(color=colours.get(v.precision, "#059669")),
                                  customdata=ticks, hovertemplate="after “%{customdata}”<br>KL %{y:.4f} nats<extra>%{fullData.name}</extra>"))
     fig.update_layout(height=300, margin=dict(t=30, b=10, l=10, r=10), xaxis_title="position in the text",
                       yaxis_title="KL(p_fp32 ‖ p_variant), nats", title=dict(text="Where each variant departs from fp32",

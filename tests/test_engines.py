@@ -85,3 +85,24 @@ def test_sidebar_lists_a_repos_gguf_files_refuses_the_huge_one_and_downloads_one
     assert at.selectbox(key="model_id").value == gguf_id(GGUF_REPO, GGUF_NAME)
     shown = texts(at)
     assert "llama.cpp" in shown and "Q4_1" in shown  # the facts: engine and quantization
+
+
+# --- the pages ------------------------------------------------------------------------------------
+
+
+def test_compare_page_measures_the_gguf_file_beside_the_precision_variants():
+    from tests.conftest import app_test
+
+    at = app_test("views/compare.py")
+    at.selectbox(key="compare_variant_base").select("smollm2-135m-instruct")
+    at.run()
+    button = at.button(key="compare_variant_run")
+    assert "GGUF file on llama.cpp" in button.label
+    button.click()
+    at.run(timeout=600)
+    assert not at.exception
+    table = next(df.value for df in at.main.dataframe if "mean KL vs fp32 (nats)" in df.value.columns)
+    assert list(table["precision"]) == ["fp32", "bf16", "int8", "Q4_1 · llama.cpp"]
+    gguf = table.iloc[3]
+    assert 0 < gguf["mean KL vs fp32 (nats)"] < 0.05  # 4-bit weights, close to fp32 (measured 0.004)
+    assert float(gguf["top-1 agreement"].rstrip("%")) >= 85

@@ -143,7 +143,8 @@ with st.expander("How to read this"):
         "**Stopped**: *end of turn* / *end of sequence* (the model chose to stop), *max tokens* (cut off), *stop sequence*.\n"
         "- Models generating **at once** share this machine's CPU, so each is slower than alone; tick *one at a time* for fair speeds.\n"
         "- **Precision**: bf16 halves every weight; dynamic int8 stores Linear layers in 8 bits and leaves embeddings in fp32 "
-        "(for Gemma, whose 262k-token embedding is most of the model, int8 saves little). **Mean KL** measures how far each "
+        "(for Gemma, whose 262k-token embedding is most of the model, int8 saves little). The **llama.cpp** entry is the "
+        "bundled Q4 GGUF file itself, on another engine: about 4.5 bits a weight, and llama.cpp's own fast kernels. **Mean KL** measures how far each "
         "variant's next-token distribution departs from fp32 (0 = identical); **top-1 agreement** is how often both would pick the same token.\n"
         "- **Perplexity** = exp(mean surprisal): about how many tokens the model was hesitating between, on average. Red tokens surprised it. "
         "Perplexity is per token, so models with different tokenizers are better compared by **bits per byte**. Try the shuffled sample.\n"
@@ -269,16 +270,19 @@ with tab_run:
 # --- precision variants ----------------------------------------------------------------------
 
 with tab_variants:
-    st.write("The same weights at three precisions. bf16 and int8 are made from the fp32 file when loaded, "
-             "so all three read the same file from disk; what changes is the memory they take and how fast they run.")
+    st.write("The same weights at three precisions, and, for a bundled model, the quantized GGUF file it was made from "
+             "run as it is by llama.cpp. bf16 and int8 are made from the fp32 file when loaded; the GGUF file keeps "
+             "4-bit weights. What changes is the memory they take, how fast they run, and how far their next-token "
+             "distributions move from fp32.")
     bases = [m for m in options if get_model(m).base_id == m]
     if st.session_state[K.variant_base] not in bases:
         st.session_state[K.variant_base] = bases[0]
     st.selectbox("Model", bases, key=K.variant_base, format_func=label)
     base = st.session_state[K.variant_base]
-    ids = [v.id for v in variants(base)]
+    ids = [v.id for v in variants(base, with_gguf=True)]  # a bundled model's GGUF file on llama.cpp too
     st.text_area("Text the divergence is measured on", key=K.variant_text, height=90)
-    if st.button("Measure fp32, bf16 and int8", key=K.variant_run, type="primary", icon=":material/speed:"):
+    what = "fp32, bf16, int8" + (" and the GGUF file on llama.cpp" if len(ids) > 3 else "")
+    if st.button(f"Measure {what}", key=K.variant_run, type="primary", icon=":material/speed:"):
         lms = [require(mid) for mid in ids]
         with st.status("Measuring the variants…", expanded=True) as status:
             bar = st.progress(0.0)
