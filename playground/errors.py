@@ -64,6 +64,10 @@ class TemplateError(InputError):
     """A prompt template is invalid, or a variable is missing or unknown."""
 
 
+class WouldReplaceError(InputError):
+    """Saving or indexing would replace something a person made; nothing is replaced unless asked (replace=True)."""
+
+
 class StoreError(PlaygroundError):
     """The vector store (Qdrant) failed or cannot be reached."""
 
