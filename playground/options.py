@@ -83,3 +83,16 @@ def validate(obj: Any) -> Any:
         if not (b.lo <= value <= b.hi):
             raise InputError(f"{f.name} is {value}; it must be between {b.lo} and {b.hi} ({b.help}).")
     return obj
+
+
+def check_text(value: str, max_chars: int, what: str) -> str:
+    """`value` if it has at most `max_chars` characters; InputError with both numbers otherwise.
+
+    >>> check_text("x" * 1200, 1000, "The question")
+    Traceback (most recent call last):
+    ...
+    playground.errors.InputError: The question is 1,200 characters; at most 1,000 are accepted. Shorten it.
+    """
+    if isinstance(value, str) and len(value) > max_chars:
+        raise InputError(f"{what} is {len(value):,} characters; at most {max_chars:,} are accepted. Shorten it.")
+    return value

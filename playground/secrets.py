@@ -36,7 +36,7 @@ _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^
 _PARAM = re.compile(r"(?P<name>[?&;](?:" + "|".join(re.escape(p) for p in SECRET_PARAMS) + r"))=(?P<value>[^&#\s'\"]*)",
                     re.IGNORECASE)
 _HEADER = re.compile(r"(?P<name>\b(?:api[-_]?key|authorization|x-api-key)\b[\"']?\s*[:=]\s*[\"']?(?:bearer\s+|basic\s+)?)"
-                     r"(?P<value>[^\s,;'\"}]+)", re.IGNORECASE)
+                     r"(?P<value>[^\s,;&#'\"}]+)", re.IGNORECASE)
 _BEARER = re.compile(r"(?P<name>\bbearer\s+)(?P<value>[A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
 _TOKENS = re.compile(r"\b(?:hf_[A-Za-z0-9]{16,}|sk-[A-Za-z0-9_-]{16,})\b")
 
