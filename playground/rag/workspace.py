@@ -5,8 +5,8 @@
 - `ChunkMemo`: the chunks of the current documents, per (chunk settings, embedder); a change of
   documents forgets the others. Cutting a large corpus takes seconds: a rerun should not repeat it.
 - `IndexState` / `index_state(client, collection, chunks)`: how many of these chunks a collection
-  holds, its points in all, and which source names it holds other text under (what indexing
-  would replace: `pipeline.replaced`).
+  holds, and its points in all. (What indexing would replace, `pipeline.replaced`, is asked by
+  `pipeline.index` itself, which refuses it unless told.)
 - `available_embedders()`: the bundled sentence embedders, and Hub models in the local cache that
   are sentence-transformers models (a `modules.json` in the snapshot).
 - `TEXT_LIMITS`: the most characters each text box of the page accepts.
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from playground.rag import store
 from playground.rag.chunking import Chunk, ChunkSettings
 from playground.rag.documents import Document
-from playground.rag.pipeline import replaced
 
 TEXT_LIMITS = {  # characters
     "question": 2_000,
@@ -73,7 +72,6 @@ class IndexState:
     have: int  # how many of the chunks the collection holds
     chunks: int
     points: int  # all the points in the collection
-    would_replace: dict[str, int]  # source name -> points indexing these chunks would delete
 
     @property
     def complete(self) -> bool:
@@ -82,10 +80,9 @@ class IndexState:
 
 def index_state(client, collection: str, chunks: Sequence[Chunk]) -> IndexState:
     if not store.exists(client, collection):
-        return IndexState(collection, False, 0, len(chunks), 0, {})
+        return IndexState(collection, False, 0, len(chunks), 0)
     have = len(store.existing_ids(client, collection, [c.id for c in chunks]))
-    gone = replaced(client, collection, chunks) if have < len(chunks) else {}
-    return IndexState(collection, True, have, len(chunks), store.count(client, collection), gone)
+    return IndexState(collection, True, have, len(chunks), store.count(client, collection))
 
 
 def available_embedders() -> list[str]:
