@@ -92,10 +92,12 @@ class Text:
 @dataclass(frozen=True)
 class Model:
     """A model id `registry.get_model` knows; `need` "generate" or "embed" also checks what it can do.
-    `empty_ok`: the empty text is allowed too (a "no second model" choice)."""
+    `empty_ok`: the empty text is allowed too (a "no second model" choice); `engine`: what the model's
+    engine must be able to show (a playground.engines Need such as "attention")."""
 
     need: Literal["generate", "embed"] | None = None
     empty_ok: bool = False
+    engine: str | None = None  # what its engine must show (playground.engines.Need), e.g. "attention"
 
 
 Spec = Number | Choice | Flag | Text | Model
@@ -165,6 +167,12 @@ def _model(param: str, raw: str, spec: Model, default: Any) -> Reading:
         return Reading(default, f"The link asked for {param} {_quote(raw)}, which cannot generate text; {fallback}.")
     if spec.need == "embed" and not model.can_embed:
         return Reading(default, f"The link asked for {param} {_quote(raw)}, which is not an embedding model; {fallback}.")
+    if spec.engine is not None:
+        from playground.engines import why_not
+
+        reason = why_not(model, spec.engine)
+        if reason:
+            return Reading(default, f"The link asked for {param} {_quote(raw)}: {reason.rstrip('.')}. So {fallback}.")
     return Reading(model.id)
 
 

@@ -42,8 +42,8 @@ SUFFIX = {"a": "", "b": "_b"}
 PER_SLOT = ("layer", "head", "token", "start")
 SCALES = ("sqrt", "linear")
 PICK = links.Number(AUTO, 100_000, integer=True)  # a layer, head, token or start: this model's ranges are checked below
-URL = {K.TEXT: Link("text", links.Text()), K.MODEL: Link("model_a", links.Model()),
-       K.MODEL2: Link("model_b", links.Model(empty_ok=True)),
+URL = {K.TEXT: Link("text", links.Text()), K.MODEL: Link("model_a", links.Model(engine="attention")),
+       K.MODEL2: Link("model_b", links.Model(empty_ok=True, engine="attention")),
        K.SIZE: Link("size", links.Number.of(attn.AttentionSettings, "window_size")),
        K.SCALE: Link("scale", links.Choice(SCALES))}
 URL.update({K.slot(n, s): Link(f"{n}{SUFFIX[s]}", PICK) for s in SLOTS for n in PER_SLOT})

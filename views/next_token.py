@@ -60,7 +60,8 @@ class K:
 
 SAMPLING_KEYS = {K.TEMPERATURE: "temperature", K.TOP_K: "top_k", K.TOP_P: "top_p", K.MIN_P: "min_p", K.SEED: "seed"}
 URL = {K.PROMPT: Link("prompt", links.Text()), K.CHAT: Link("chat", links.Flag()),
-       K.MODEL: Link("model_a", links.Model("generate")), K.MODEL2: Link("model_b", links.Model("generate", empty_ok=True)),
+       K.MODEL: Link("model_a", links.Model("generate", engine="full_distribution")),
+       K.MODEL2: Link("model_b", links.Model("generate", empty_ok=True, engine="full_distribution")),
        K.TOP_N: Link("top_n", links.Number.of(stp.DisplaySettings, "top_n")), K.TEMPS: Link("temps", links.Text(200)),
        K.WALK: Link("walk", links.Text()),
        K.N_SAMPLES: Link("n_samples", links.Number.of(stp.SweepSettings, "n_samples")),
