@@ -1,10 +1,11 @@
-"""LLM Playground: the router. Page config, the shared sidebar, and the pages that exist."""
+"""LLM Playground: the router. Page config, the shared sidebar, the pages that exist, and one
+error boundary round them all (components/boundary.py)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from components import nav, sidebar, state
+from components import boundary, nav, sidebar, state
 
 st.set_page_config(page_title="LLM Playground", page_icon=":material/neurology:", layout="wide")
 pages = [
@@ -16,5 +17,9 @@ state.restore(current.url_path)  # what a person typed on a page survives a visi
 try:
     sidebar.render()
     current.run()
+except Exception as exc:  # noqa: BLE001 - the one boundary: shown as a message, never a traceback
+    if boundary.is_control_flow(exc):  # st.stop / st.rerun / st.switch_page belong to Streamlit
+        raise
+    boundary.show(exc, current.title)
 finally:
     state.remember()

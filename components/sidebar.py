@@ -101,7 +101,7 @@ def render() -> str:
                 st.error(describe(exc))
             except Exception as exc:  # noqa: BLE001
                 st.error(describe(exc))
-    state.to_url({state.MODEL: "model"})
+    state.to_url(state.MODEL_LINK)
     return st.session_state[state.MODEL]
 
 

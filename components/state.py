@@ -1,9 +1,10 @@
 """Session-state keys shared across pages, and URL <-> session-state helpers.
 
 Each page names its own keys once, in a `K` class at its top, prefixed with the page's name;
-the keys every page shares are here. `init(defaults)` sets a key only when it is missing
-(first from the URL's query parameters, so a link reproduces a view), and
-`to_url(keys)` writes the current values back to the URL.
+the keys every page shares are here. `init(defaults, links)` sets a key only when it is missing
+(first from the URL's query parameters, each checked by `playground.links` against what it feeds,
+so a link reproduces a view and an odd link value is changed and said), and `to_url(links)` writes
+the current values back to the URL, leaving out a text too long for a link.
 """
 
 from __future__ import annotations
@@ -12,20 +13,13 @@ from typing import Any
 
 import streamlit as st
 
+from playground import links
+from playground.links import Link
 from playground.registry import DEFAULT_CHAT_MODEL
 
 MODEL = "model_id"  # the model picked in the sidebar (a catalogue id)
 HUB_ID = "sidebar_hub_id"  # the Hub id typed in the sidebar
-
-
-def _cast(raw: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        return int(float(raw))
-    if isinstance(default, float):
-        return float(raw)
-    return raw
+MODEL_LINK = {MODEL: Link("model", links.Model())}
 
 
 KEPT_KEYS = "_kept_keys"  # every key a page initialised with init(): what it must not lose
@@ -33,40 +27,70 @@ KEPT_VALUES = "_kept_values"  # their last values, copied at the end of every ru
 LAST_PAGE = "_last_page"  # the page the previous run showed
 
 
-def init(defaults: dict[str, Any], url_keys: dict[str, str] | None = None) -> None:
-    """Set each missing key: from the URL parameter named in `url_keys`, else its default.
+def _link(key: str, link: Link | str, default: Any) -> Link:
+    """A declared Link as it is; a bare parameter name only for a text or a flag (a number must say its bounds)."""
+    if isinstance(link, Link):
+        return link
+    if isinstance(default, bool):
+        return Link(link, links.Flag())
+    if isinstance(default, str):
+        return Link(link, links.Text())
+    raise TypeError(f"{key}: a linked number must declare its bounds (links.Link(param, links.Number...)).")
 
-    A URL value that does not parse falls back to the default rather than failing the page.
-    The keys are remembered (see `remember` / `restore`), so what a person typed survives a visit
-    to another page.
+
+def init(defaults: dict[str, Any], url_keys: dict[str, Link | str] | None = None) -> list[str]:
+    """Set each missing key: from its link value (checked by `playground.links.read`), else its default.
+
+    A link value that had to change is changed and said: the notes are shown on the page (a warning
+    at the top) and returned. The keys are remembered (see `remember` / `restore`), so what a person
+    typed survives a visit to another page.
     """
     url_keys = url_keys or {}
     st.session_state.setdefault(KEPT_KEYS, set()).update(defaults)
+    notes: list[str] = []
     for key, default in defaults.items():
         if key in st.session_state:
             continue
-        param = url_keys.get(key)
         value = default
-        if param and param in st.query_params:
-            try:
-                value = _cast(st.query_params[param], default)
-            except (TypeError, ValueError):
-                value = default
+        if key in url_keys:
+            link = _link(key, url_keys[key], default)
+            if link.param in st.query_params:
+                reading = links.read(link.param, st.query_params.get_all(link.param), link.spec, default)
+                value = reading.value
+                if reading.note:
+                    notes.append(reading.note)
         st.session_state[key] = value
+    if notes:
+        st.warning("\n\n".join(notes), icon=":material/link:")
+    return notes
 
 
-def to_url(url_keys: dict[str, str]) -> None:
-    """Write session values to the URL query parameters (only those that changed)."""
-    for key, param in url_keys.items():
-        if key in st.session_state:
-            value = st.session_state[key]
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            if st.query_params.get(param) != text:
-                st.query_params[param] = text
+def to_url(url_keys: dict[str, Link | str]) -> list[str]:
+    """Write session values to the URL query parameters (only those that changed).
+
+    A text longer than a link carries (`links.LINK_TEXT_MAX`) is taken out of the link, and a caption
+    says so; the sentences are returned.
+    """
+    left: list[str] = []
+    for key, link in url_keys.items():
+        if key not in st.session_state:
+            continue
+        value = st.session_state[key]
+        link = _link(key, link, value)
+        if not links.fits(value, link.spec):
+            st.query_params.pop(link.param, None)
+            left.append(links.left_out(link.param, value, link.spec))
+            continue
+        text = links.as_text(value)
+        if st.query_params.get(link.param) != text:
+            st.query_params[link.param] = text
+    for sentence in left:
+        st.caption(sentence)
+    return left
 
 
 def init_shared() -> None:
-    init({MODEL: DEFAULT_CHAT_MODEL, HUB_ID: ""}, {MODEL: "model"})
+    init({MODEL: DEFAULT_CHAT_MODEL, HUB_ID: ""}, MODEL_LINK)
 
 
 def current_model() -> str:

@@ -68,14 +68,26 @@ class TemplateError(InputError):
     """A prompt template is invalid, or a variable is missing or unknown."""
 
 
+class WouldReplaceError(InputError):
+    """Saving or indexing would replace something a person made; nothing is replaced unless asked (replace=True)."""
+
+
 class StoreError(PlaygroundError):
     """The vector store (Qdrant) failed or cannot be reached."""
 
 
-def describe(exc: BaseException) -> str:
-    """A message for any exception: ours as they are, others with their type named."""
+def describe(exc: BaseException, secrets: tuple[str | None, ...] = ()) -> str:
+    """A message for any exception: ours as they are, others with their type named; credentials
+    (URL passwords, API keys, HF_TOKEN, and any of `secrets`) are masked (playground.secrets)."""
+    import os
+
+    from playground.secrets import redact
+
     if isinstance(exc, PlaygroundError):
-        return str(exc)
-    if isinstance(exc, MemoryError):
-        return "Out of memory. Close other models (sidebar: Clear loaded models) or pick a smaller one."
-    return f"Unexpected error ({type(exc).__name__}): {exc}"
+        text = str(exc)
+    elif isinstance(exc, MemoryError):
+        text = "Out of memory. Close other models (sidebar: Clear loaded models) or pick a smaller one."
+    else:
+        text = f"Unexpected error ({type(exc).__name__}): {exc}"
+    return redact(text, secrets=(*secrets, os.environ.get("HF_TOKEN"), os.environ.get("OPENAI_API_KEY"),
+                                 os.environ.get("QDRANT_API_KEY")))

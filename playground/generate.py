@@ -27,7 +27,7 @@ import torch
 from playground.engines import TokenLogprob
 from playground.errors import ContextLengthError, InputError, PlaygroundError
 from playground.loading import LoadedModel
-from playground.options import option, validate
+from playground.options import option, shared, validate
 from playground.sampling import SamplingSettings, probs
 
 
@@ -36,10 +36,10 @@ class GenerationSettings:
     """Settings shared by every generation path; the sliders are built from these bounds."""
 
     max_new_tokens: int = option(64, 1, 2048, "how many tokens to generate at most", 1)
-    temperature: float = option(0.0, 0.0, 2.0, "0 is greedy (deterministic); higher is more random", 0.05)
-    top_p: float = option(1.0, 0.01, 1.0, "nucleus sampling: keep the smallest set whose mass reaches p", 0.01)
-    top_k: int = option(0, 0, 1000, "keep the k most likely tokens; 0 keeps all", 1)
-    seed: int = option(0, 0, 2**31 - 1, "random seed, so a sampled answer can be reproduced", 1)
+    temperature: float = shared("temperature", 0.0)
+    top_p: float = shared("top_p", 1.0)
+    top_k: int = shared("top_k", 0)
+    seed: int = shared("seed", 0)
     stop: tuple[str, ...] = field(default=())
 
 

@@ -35,6 +35,7 @@ from playground.errors import (
     PlaygroundError,
     UnknownModelError,
 )
+from playground.secrets import redact
 
 ALLOW_PATTERNS = [
     "*.json",
@@ -101,6 +102,11 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def shown_endpoint() -> str:
+    """The endpoint as a message may show it: a user, password or token in HF_ENDPOINT is masked."""
+    return redact(endpoint(), secrets=[os.environ.get("HF_TOKEN")])
+
+
 def cache_dir() -> Path:
     """The Hub cache folder, read from the environment at call time (HF_HUB_CACHE, else HF_HOME/hub)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -137,7 +143,7 @@ def check_reachable(timeout: float = 2.0) -> None:
         _REACH[key] = (now, ok)
     if not ok:
         raise HubUnavailableError(
-            f"The Hub at {endpoint()} cannot be reached. Bundled and already downloaded models still work; "
+            f"The Hub at {shown_endpoint()} cannot be reached. Bundled and already downloaded models still work; "
             "set HF_ENDPOINT to a mirror if you have one."
         )
 
@@ -155,7 +161,7 @@ def translate(exc: BaseException, repo: str) -> PlaygroundError:
             f"{repo} is gated: accept its license on the Hub, then set HF_TOKEN to a token with access and restart."
         )
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
-        return UnknownModelError(f"{repo} was not found on the Hub ({endpoint()}). Check the spelling, or set HF_TOKEN if it is private.")
+        return UnknownModelError(f"{repo} was not found on the Hub ({shown_endpoint()}). Check the spelling, or set HF_TOKEN if it is private.")
     if isinstance(exc, (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled if hasattr(hf_errors, "OfflineModeIsEnabled") else ())):
         return ModelNotCachedError(
             f"{repo} is not in the local cache and the Hub cannot be used (HF_HUB_OFFLINE is set or the Hub is unreachable). "
@@ -164,11 +170,11 @@ def translate(exc: BaseException, repo: str) -> PlaygroundError:
     if isinstance(exc, hf_errors.EntryNotFoundError):
         return NoSafetensorsError(f"{repo} lacks a file the model needs: {exc}")
     if isinstance(exc, hf_errors.HfHubHTTPError):
-        return HubUnavailableError(f"The Hub at {endpoint()} answered with an error for {repo}: {exc}")
+        return HubUnavailableError(f"The Hub at {shown_endpoint()} answered with an error for {repo}: {exc}")
     name = type(exc).__name__
     if "Connect" in name or "Timeout" in name or isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return HubUnavailableError(
-            f"The Hub at {endpoint()} cannot be reached ({name}). Bundled and already downloaded models still work."
+            f"The Hub at {shown_endpoint()} cannot be reached ({name}). Bundled and already downloaded models still work."
         )
     return HubUnavailableError(f"Hub request for {repo} failed ({name}): {exc}")
 
@@ -385,13 +391,13 @@ class HubStatus:
 def status() -> HubStatus:
     """Check the endpoint once (fast: a TCP connect, remembered 30 s); never raises."""
     if is_offline():
-        return HubStatus(endpoint(), False, True,
+        return HubStatus(shown_endpoint(), False, True,
                          "HF_HUB_OFFLINE is set, so the Hub is not contacted. Models already downloaded still work.")
     try:
         check_reachable()
     except PlaygroundError as exc:
-        return HubStatus(endpoint(), False, False, str(exc))
-    return HubStatus(endpoint(), True, False, f"Connected to {endpoint()}.")
+        return HubStatus(shown_endpoint(), False, False, str(exc))
+    return HubStatus(shown_endpoint(), True, False, f"Connected to {shown_endpoint()}.")
 
 
 # --- GGUF files, for llama.cpp ------------------------------------------------------------

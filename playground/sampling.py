@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from playground.errors import InputError
-from playground.options import option, validate
+from playground.options import shared, validate
 
 TOP_P_TOLERANCE = 1e-6  # mass within this of p counts as reaching p (float32 softmax rounding)
 TOP_P_CANDIDATES = 1024  # top-p sorts only this many tokens when they already hold p
@@ -53,11 +53,11 @@ TOP_P_CANDIDATES = 1024  # top-p sorts only this many tokens when they already h
 class SamplingSettings:
     """How a token is drawn from the next-token distribution."""
 
-    temperature: float = option(1.0, 0.0, 5.0, "0 is greedy; below 1 sharpens, above 1 flattens", 0.05)
-    top_k: int = option(0, 0, 1_000_000, "keep the k most likely tokens; 0 keeps all", 1)
-    top_p: float = option(1.0, 0.01, 1.0, "keep the smallest set whose mass reaches p; 1 keeps all", 0.01)
-    min_p: float = option(0.0, 0.0, 1.0, "drop tokens below min_p x the top token's probability; 0 keeps all", 0.01)
-    seed: int = option(0, 0, 2**31 - 1, "random seed for the draw", 1)
+    temperature: float = shared("temperature", 1.0)
+    top_k: int = shared("top_k", 0)
+    top_p: float = shared("top_p", 1.0)
+    min_p: float = shared("min_p", 0.0)
+    seed: int = shared("seed", 0)
 
     @property
     def greedy(self) -> bool:

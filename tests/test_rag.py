@@ -376,7 +376,10 @@ def test_persistence_and_reingest(backend, tmp_path, embedder, tokenizer):
         # an edited document replaces its own chunks and leaves the others alone
         edited = [d if d.source != "pass" else documents.Document("pass", d.text + "\n\nA new closing paragraph.", "sample")
                   for d in docs]
-        changed = index(client, edited, spec, embedder, tokenizer)
+        with pytest.raises(InputError, match="already holds other text under the source name"):
+            index(client, edited, spec, embedder, tokenizer)  # refused: nothing replaced unless asked
+        assert store.count(client, spec.collection) == first.points
+        changed = index(client, edited, spec, embedder, tokenizer, replace=True)
         assert changed.added >= 1 and changed.removed >= 1 and changed.points == first.points - changed.removed + changed.added
         assert "A new closing paragraph." in " ".join(c.text for _, c, _ in store.scroll(client, spec.collection, sources=["pass"]))
     finally:

@@ -14,6 +14,8 @@ from components import models, pickers, state
 from components.pickers import NONE
 from components.format import human_bytes
 from playground import attention as attn
+from playground import links
+from playground.links import Link
 from playground.errors import PlaygroundError, describe
 from playground.options import bounds
 from playground.registry import DEFAULT_CHAT_MODEL, get_model
@@ -38,8 +40,13 @@ class K:
 SLOTS = ("a", "b")
 SUFFIX = {"a": "", "b": "_b"}
 PER_SLOT = ("layer", "head", "token", "start")
-URL = {K.TEXT: "text", K.MODEL: "model_a", K.MODEL2: "model_b", K.SIZE: "size", K.SCALE: "scale"}
-URL.update({K.slot(n, s): f"{n}{SUFFIX[s]}" for s in SLOTS for n in PER_SLOT})
+SCALES = ("sqrt", "linear")
+PICK = links.Number(AUTO, 100_000, integer=True)  # a layer, head, token or start: this model's ranges are checked below
+URL = {K.TEXT: Link("text", links.Text()), K.MODEL: Link("model_a", links.Model(engine="attention")),
+       K.MODEL2: Link("model_b", links.Model(empty_ok=True, engine="attention")),
+       K.SIZE: Link("size", links.Number.of(attn.AttentionSettings, "window_size")),
+       K.SCALE: Link("scale", links.Choice(SCALES))}
+URL.update({K.slot(n, s): Link(f"{n}{SUFFIX[s]}", PICK) for s in SLOTS for n in PER_SLOT})
 
 size_bounds = bounds(attn.AttentionSettings, "window_size")
 cells = attn.AttentionSettings().thumb_cells
@@ -57,9 +64,6 @@ if st.session_state.get(K.SIDEBAR_SEEN) != side_model:  # follow the sidebar whe
     if K.SIDEBAR_SEEN in st.session_state:
         st.session_state[K.MODEL] = side_model
     st.session_state[K.SIDEBAR_SEEN] = side_model
-if st.session_state[K.SCALE] not in ("sqrt", "linear"):
-    st.session_state[K.SCALE] = "sqrt"
-st.session_state[K.SIZE] = int(min(max(st.session_state[K.SIZE], size_bounds.lo), size_bounds.hi))
 
 options = pickers.for_need("attention")
 for key in (K.MODEL, K.MODEL2):
@@ -266,13 +270,10 @@ else:
         with column:
             _show(slot, model_id, text, narrow=len(chosen) > 1)
 
-URL_TEXT_LIMIT = 1500  # a longer text stays out of the link (URLs have limits); everything else goes in
-url = dict(URL)
+url = dict(URL)  # a text too long for a link stays out of it (state.to_url says so)
 dropped = []
-if len(text) > URL_TEXT_LIMIT:
-    dropped.append(K.TEXT)
 if not st.session_state[K.MODEL2]:
     dropped += [K.MODEL2, *(K.slot(n, "b") for n in PER_SLOT)]
 for key in dropped:
-    st.query_params.pop(url.pop(key), None)
+    st.query_params.pop(url.pop(key).param, None)
 state.to_url(url)

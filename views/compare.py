@@ -11,7 +11,8 @@ from components import compare as view
 from components.format import human_bytes, human_count
 from components.models import require
 from playground import compare as core
-from playground import hub, loading
+from playground import hub, links, loading
+from playground.links import Link
 from playground.errors import PlaygroundError, describe
 from playground.generate import GenerationSettings
 from playground.options import bounds
@@ -53,6 +54,12 @@ DEFAULT_SETTINGS = {"max_new_tokens": 32, "temperature": 0.0, "top_p": 1.0, "see
 OWN_TEXT = "Your own text"
 
 
+def setting_links(slot: str, suffix: str = "") -> dict[str, Link]:
+    """The links of one slot's generation settings, each checked against GenerationSettings' bounds."""
+    return {K.setting(slot, n): Link(f"{SHORT[n]}{suffix}", links.Text(200) if n == "stop"
+                                     else links.Number.of(GenerationSettings, n)) for n in SETTINGS}
+
+
 
 
 
@@ -90,9 +97,12 @@ def use_sample() -> None:
 
 options = generators()
 shared = {K.setting("all", n): v for n, v in DEFAULT_SETTINGS.items()}
-URL = {K.models_text: "models", K.prompt: "prompt", K.per_model: "per_model", K.sequential: "one_at_a_time",
-       K.variant_base: "variants_of", K.ppl_sample: "sample", K.hub_query: "hub_q", K.hub_sort: "hub_sort"}
-URL.update({K.setting("all", n): SHORT[n] for n in SETTINGS})
+URL = {K.models_text: Link("models", links.Text(500)), K.prompt: Link("prompt", links.Text()),
+       K.per_model: Link("per_model", links.Flag()), K.sequential: Link("one_at_a_time", links.Flag()),
+       K.variant_base: Link("variants_of", links.Model("generate")),
+       K.ppl_sample: Link("sample", links.Choice((*core.SAMPLES, OWN_TEXT))),
+       K.hub_query: Link("hub_q", links.Text(200)), K.hub_sort: Link("hub_sort", links.Choice(("downloads", "likes")))}
+URL.update(setting_links("all"))
 state.init(
     {K.models_text: ",".join(default_models()), K.prompt: DEFAULT_PROMPT, K.per_model: False, K.sequential: False,
      K.variant_base: get_model(default_models()[0]).base_id, K.ppl_sample: next(iter(core.SAMPLES)),
@@ -111,13 +121,16 @@ def keep_in_bounds(slot: str) -> None:
 
 
 keep_in_bounds("all")
-if st.session_state[K.ppl_sample] not in [*core.SAMPLES, OWN_TEXT]:
-    st.session_state[K.ppl_sample] = next(iter(core.SAMPLES))
-if st.session_state[K.hub_sort] not in ("downloads", "likes"):
-    st.session_state[K.hub_sort] = "downloads"
 state.keep(K.models, K.ppl_text)
 if K.models not in st.session_state:
     wanted = [m.strip() for m in st.session_state[K.models_text].split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in options]
+    if unknown:
+        st.warning(f"The link asked to compare {', '.join(map(repr, unknown[:8]))}: not a model that generates in "
+                   f"the catalogue, so {'the others are compared' if len(unknown) < len(wanted) else 'the default models are compared'}.")
+    if len([m for m in wanted if m in options]) > core.MAX_MODELS:
+        st.warning(f"The link asked to compare {len(wanted)} models; at most {core.MAX_MODELS} run side by side, "
+                   f"so the first {core.MAX_MODELS} are compared.")
     st.session_state[K.models] = [m for m in wanted if m in options][: core.MAX_MODELS] or default_models()
 if K.ppl_text not in st.session_state:
     st.session_state[K.ppl_text] = core.SAMPLES.get(st.session_state[K.ppl_sample], next(iter(core.SAMPLES.values())))
@@ -207,7 +220,7 @@ with tab_run:
         for i, mid in enumerate(picked):
             slot = str(i)
             state.init({K.setting(slot, n): st.session_state[K.setting("all", n)] for n in SETTINGS},
-                       {K.setting(slot, n): f"{SHORT[n]}{i}" for n in SETTINGS})
+                       setting_links(slot, str(i)))
             keep_in_bounds(slot)
             settings_widgets(slot, st.expander(f"Column {i + 1}: {label(mid)}", expanded=i == 0))
             slots.append(slot)
@@ -376,5 +389,5 @@ with tab_hub:
 url = dict(URL)
 if st.session_state[K.per_model]:
     for i in range(len(picked)):
-        url.update({K.setting(str(i), n): f"{SHORT[n]}{i}" for n in SETTINGS})
+        url.update(setting_links(str(i), str(i)))
 state.to_url(url)

@@ -15,6 +15,8 @@ import streamlit as st
 from components import distribution as figs
 from components import models, pickers, state
 from components.pickers import NONE
+from playground import links
+from playground.links import Link
 from playground import stepping as stp
 from playground.errors import InputError, PlaygroundError, describe
 from playground.options import bounds
@@ -57,8 +59,14 @@ class K:
 
 
 SAMPLING_KEYS = {K.TEMPERATURE: "temperature", K.TOP_K: "top_k", K.TOP_P: "top_p", K.MIN_P: "min_p", K.SEED: "seed"}
-URL = {K.PROMPT: "prompt", K.CHAT: "chat", K.MODEL: "model_a", K.MODEL2: "model_b", K.TOP_N: "top_n",
-       K.TEMPS: "temps", K.WALK: "walk", K.N_SAMPLES: "n_samples", K.N_TOKENS: "n_tokens", **SAMPLING_KEYS}
+URL = {K.PROMPT: Link("prompt", links.Text()), K.CHAT: Link("chat", links.Flag()),
+       K.MODEL: Link("model_a", links.Model("generate", engine="full_distribution")),
+       K.MODEL2: Link("model_b", links.Model("generate", empty_ok=True, engine="full_distribution")),
+       K.TOP_N: Link("top_n", links.Number.of(stp.DisplaySettings, "top_n")), K.TEMPS: Link("temps", links.Text(200)),
+       K.WALK: Link("walk", links.Text()),
+       K.N_SAMPLES: Link("n_samples", links.Number.of(stp.SweepSettings, "n_samples")),
+       K.N_TOKENS: Link("n_tokens", links.Number.of(stp.SweepSettings, "n_tokens")),
+       **{key: Link(name, links.Number.of(SamplingSettings, name)) for key, name in SAMPLING_KEYS.items()}}
 
 ss = st.session_state
 base = SamplingSettings()
@@ -92,22 +100,6 @@ for key in (K.MODEL, K.MODEL2):
             options.append(value)
         else:  # a bad id in the URL, or an encoder
             ss[key] = first_model if key == K.MODEL else NONE
-
-
-def _clamp(key: str, lo: float, hi: float) -> None:
-    value = ss[key]
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi:
-        return
-    ss[key] = defaults[key]
-
-
-for key, name in SAMPLING_KEYS.items():  # a link with an out-of-range value falls back, before the widgets exist
-    b = bounds(SamplingSettings, name)
-    _clamp(key, b.lo, b.hi)
-_clamp(K.TOP_N, display_bounds.lo, display_bounds.hi)
-for key, name in ((K.N_SAMPLES, "n_samples"), (K.N_TOKENS, "n_tokens")):
-    b = bounds(stp.SweepSettings, name)
-    _clamp(key, b.lo, b.hi)
 
 
 def _act(how: str) -> None:
@@ -176,10 +168,9 @@ for m in (lm, lm2):
     if m is not None and ss[K.CHAT] and not stp.has_chat_template(m.tokenizer):
         st.caption(f"{m.spec.label} has no chat template (a base model): it reads the prompt raw.")
 
-try:
-    check(SamplingSettings(**{name: ss[key] for key, name in SAMPLING_KEYS.items()}), len(tok))
-except InputError:  # e.g. top-k from a link larger than this vocabulary
-    ss[K.TOP_K] = base.top_k
+if ss[K.TOP_K] > len(tok):  # e.g. top-k from a link larger than this vocabulary
+    st.warning(f"Top-k was {ss[K.TOP_K]:,}; {lm.spec.label} has only {len(tok):,} tokens, so {len(tok):,} is used.")
+    ss[K.TOP_K] = len(tok)
 
 tb, kb, pb, mb, sb = (bounds(SamplingSettings, n) for n in ("temperature", "top_k", "top_p", "min_p", "seed"))
 s1, s2, s3, s4, s5, s6 = st.columns([3, 2, 3, 3, 2, 2])

@@ -11,6 +11,8 @@ from components import tokens as view
 from components.models import require_tokenizer
 from playground import loading
 from playground import tokens as core
+from playground import links
+from playground.links import Link
 from playground.errors import PlaygroundError, describe
 from playground.registry import DEFAULT_EMBEDDER, DEFAULT_BASE_MODEL, DEFAULT_CHAT_MODEL, get_model, list_models, split_variant
 
@@ -33,9 +35,11 @@ class K:
     decode = "tokens_decode_ids"
 
 
-URL = {K.model: "tokenizer", K.whitespace: "ws", K.special: "special", K.ids: "ids", K.view: "view"}
 TABS = ["Tokens", "Side by side", "Chat template", "Decode ids"]
-URL_TEXT_MAX = 2_000  # longer texts are not put in the link
+URL = {K.model: Link("tokenizer", links.Model()), K.whitespace: Link("ws", links.Flag()),
+       K.special: Link("special", links.Flag()), K.ids: Link("ids", links.Flag()), K.view: Link("view", links.Choice(tuple(TABS)))}
+TEXT_LINK = Link("text", links.Text())
+URL_TEXT_MAX = links.LINK_TEXT_MAX  # longer texts are not put in the link
 DETAIL_CHARS = 10_000  # characters drawn as spans; counts cover the whole text
 COMPARE_CHARS = 3_000  # characters lined up side by side
 BIG_TEXT = 100_000  # above this many characters, say what is happening
@@ -96,17 +100,20 @@ sidebar_pick = split_variant(state.current_model())[0]
 state.init(
     {K.model: sidebar_pick, K.text: DEFAULT_TEXT, K.whitespace: False, K.special: True, K.ids: False,
      K.view: TABS[0], K.system: "", K.user: DEFAULT_USER, K.assistant: "", K.generation: True},
-    {**URL, K.text: "text"},
+    {**URL, K.text: TEXT_LINK},
 )
 if st.session_state.get(K.sidebar_seen, sidebar_pick) != sidebar_pick:
     st.session_state[K.model] = sidebar_pick  # a new pick in the sidebar: follow it
 st.session_state[K.sidebar_seen] = sidebar_pick
 state.keep(K.compare, K.decode)
 if K.compare not in st.session_state:
-    wanted = [m for m in st.query_params.get("vs", "").split(",") if m]
+    wanted = [m for m in links.read("vs", st.query_params.get("vs", ""), links.Text(), "").value.split(",") if m]
+    unknown = [m for m in wanted if m not in options]
+    if unknown:
+        st.warning(f"The link asked to compare {', '.join(map(repr, unknown[:8]))}, which "
+                   f"{'is' if len(unknown) == 1 else 'are'} not in the catalogue; "
+                   f"{'the others are compared' if len(unknown) < len(wanted) else 'the default tokenizers are compared'}.")
     st.session_state[K.compare] = [m for m in wanted if m in options] or [DEFAULT_CHAT_MODEL, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER]
-if st.session_state[K.view] not in TABS:
-    st.session_state[K.view] = TABS[0]
 try:
     get_model(st.session_state[K.model])
 except PlaygroundError as exc:

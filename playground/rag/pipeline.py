@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from playground.errors import ContextLengthError, InputError, TemplateError
+from playground.errors import ContextLengthError, InputError, TemplateError, WouldReplaceError
 from playground.generate import (GenerationResult, GenerationSettings, Stream, encode_prompt, format_prompt, stream,
                                  templated)
 from playground.options import option, validate
@@ -115,12 +115,43 @@ class IndexReport:
         return self.added / self.seconds if self.seconds > 0 else 0.0
 
 
+def replaced(client, name: str, chunks: Sequence[Chunk]) -> dict[str, int]:
+    """Per source name: how many points collection `name` holds under it that `chunks` do not have.
+
+    Indexing `chunks` would delete those (the source's text changed: an edited file, another text
+    pasted under the same name). Empty when nothing would be replaced or the collection does not exist.
+    """
+    if not chunks or not store.exists(client, name):
+        return {}
+    current = {c.id for c in chunks}
+    out: dict[str, int] = {}
+    for pid, chunk, _ in store.scroll(client, name, sources=sorted({c.source for c in chunks})):
+        if pid not in current:
+            out[chunk.source] = out.get(chunk.source, 0) + 1
+    return out
+
+
+def replace_message(collection: str, gone: dict[str, int]) -> str:
+    names = ", ".join(f"{s!r} ({n:,} chunk{'s' if n != 1 else ''})" for s, n in sorted(gone.items())[:8])
+    return (f"The collection {collection} already holds other text under the source name(s) {names}. Indexing "
+            "would replace that text; nothing was changed. Confirm to replace it, or give the document another name.")
+
+
+def missing(client, name: str, chunks: Sequence[Chunk]) -> int:
+    """How many of `chunks` collection `name` lacks (all of them when it does not exist)."""
+    if not store.exists(client, name):
+        return len(chunks)
+    return len(chunks) - len(store.existing_ids(client, name, [c.id for c in chunks]))
+
+
 def index(client, documents: Sequence[Document], spec: IndexSpec, embedder, tokenizer,
-          progress: Progress | None = None, chunks: Sequence[Chunk] | None = None) -> IndexReport:
+          progress: Progress | None = None, chunks: Sequence[Chunk] | None = None, replace: bool = False) -> IndexReport:
     """Chunk, embed and write `documents` into the collection of `spec`; unchanged chunks cost nothing.
 
     `chunks` (already cut from `documents` with `spec.chunking`) skips the chunking step.
     Nothing is written until the documents are chunked and the collection is found compatible.
+    A source whose stored text differs (its old chunks would be deleted) raises WouldReplaceError,
+    writing nothing, unless `replace=True`.
     """
     report = progress or _quiet
     spec.check()
@@ -130,6 +161,9 @@ def index(client, documents: Sequence[Document], spec: IndexSpec, embedder, toke
     if not chunks:
         raise InputError("The documents gave no chunks: there is nothing to index.")
     name = spec.collection
+    gone = replaced(client, name, chunks)
+    if gone and not replace:
+        raise WouldReplaceError(replace_message(name, gone))
     created = store.ensure_collection(client, name, dimension(embedder), spec.distance, spec.meta())
     meta = store.info(client, name).meta
     avg_len = meta.get("bm25_avg_len")

@@ -1,7 +1,8 @@
 """Saved RAG setups, in an SQLite file under ``data_root()`` (``rag_setups.sqlite``): they survive a restart.
 
 A setup is stored as the JSON of `Setup.to_dict()` under a name the user picks; saving under an
-existing name replaces it. Reading checks every field again (`Setup.from_dict`), so a setup saved
+existing name is refused (`WouldReplaceError`) unless `overwrite=True` says to replace it, so a
+notebook user cannot lose a setup by accident either. Reading checks every field again (`Setup.from_dict`), so a setup saved
 by an older version that no longer validates is reported, not loaded half-way.
 
 What it leaves out: the collections themselves (they live in Qdrant; a setup only names how to
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.errors import InputError, StoreError
+from playground.errors import InputError, StoreError, WouldReplaceError
 from playground.paths import data_root
 from playground.rag.pipeline import Setup
 
@@ -66,12 +67,21 @@ def _check_name(name: str) -> str:
     return name
 
 
-def save(name: str, setup: Setup, path: Path | None = None) -> SavedSetup:
-    """Save (or replace) `setup` under `name`."""
+def exists(name: str, path: Path | None = None) -> bool:
+    """Whether a setup is saved under `name` (as `save` would store it: trimmed)."""
+    with _db(path) as con:
+        return con.execute("SELECT 1 FROM setups WHERE name = ?", ((name or "").strip(),)).fetchone() is not None
+
+
+def save(name: str, setup: Setup, path: Path | None = None, overwrite: bool = False) -> SavedSetup:
+    """Save `setup` under `name`; a setup already saved under that name is replaced only with `overwrite`."""
     name = _check_name(name)
     setup.check()
     now = time.time()
     with _db(path) as con:
+        if not overwrite and con.execute("SELECT 1 FROM setups WHERE name = ?", (name,)).fetchone() is not None:
+            raise WouldReplaceError(f"A setup named {name!r} is already saved; nothing was replaced. "
+                                    "Pick another name, or confirm to replace it.")
         con.execute("INSERT OR REPLACE INTO setups (name, body, saved_at) VALUES (?, ?, ?)",
                     (name, json.dumps(setup.to_dict()), now))
     return SavedSetup(name, setup, now)

@@ -27,6 +27,7 @@ import numpy as np
 from playground.errors import PlaygroundError, StoreError
 from playground.paths import data_root
 from playground.rag.chunking import Chunk
+from playground.secrets import redact
 
 DENSE = "dense"
 SPARSE = "sparse"
@@ -59,7 +60,7 @@ def _distance_name(d) -> str:
 
 
 def _explain(exc: BaseException, where: str) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = redact(f"{type(exc).__name__}: {exc}")
     if "already accessed by another instance" in str(exc):
         return (f"The local Qdrant store at {where} is open in another process (another copy of the app?). "
                 "Close it, or use a Qdrant server URL instead.")
@@ -91,7 +92,7 @@ def where(client) -> str:
     if location:
         return str(location)
     rest = getattr(inner, "rest_uri", None)
-    return str(rest or "the Qdrant server")
+    return redact(rest or "the Qdrant server")
 
 
 def is_local(client) -> bool:
@@ -105,21 +106,22 @@ def connect(url: str | None = None, api_key: str | None = None, path: str | Path
 
     if url:
         url = url.strip()
+        shown = redact(url, secrets=[api_key])  # what messages say: never the key, nor a password in the URL
         if not url.startswith(("http://", "https://")):
-            raise StoreError(f"The Qdrant URL {url!r} must start with http:// or https:// (e.g. http://localhost:6333).")
+            raise StoreError(f"The Qdrant URL {shown!r} must start with http:// or https:// (e.g. http://localhost:6333).")
         try:
             client = QdrantClient(url=url, api_key=api_key or None, timeout=timeout, check_compatibility=False)
         except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"Could not set up a client for Qdrant at {url}: {exc}") from exc
+            raise StoreError(f"Could not set up a client for Qdrant at {shown}: {redact(exc, [api_key])}") from exc
         try:
             client.get_collections()
         except Exception as exc:  # noqa: BLE001
             client.close()
-            reason = f"{type(exc).__name__}: {exc}"[:300]
+            reason = redact(f"{type(exc).__name__}: {exc}", secrets=[api_key])[:300]
             if "401" in reason or "403" in reason or "Unauthorized" in reason or "Forbidden" in reason:
-                raise StoreError(f"Qdrant at {url} refused the API key ({reason}). Check the key.") from exc
+                raise StoreError(f"Qdrant at {shown} refused the API key ({reason}). Check the key.") from exc
             raise StoreError(
-                f"Qdrant at {url} does not answer ({reason}). Check the URL and that the server is running, "
+                f"Qdrant at {shown} does not answer ({reason}). Check the URL and that the server is running, "
                 "or leave the URL empty to use the local store."
             ) from exc
         return client
