@@ -106,3 +106,30 @@ def test_compare_page_measures_the_gguf_file_beside_the_precision_variants():
     gguf = table.iloc[3]
     assert 0 < gguf["mean KL vs fp32 (nats)"] < 0.05  # 4-bit weights, close to fp32 (measured 0.004)
     assert float(gguf["top-1 agreement"].rstrip("%")) >= 85
+
+
+def test_next_token_page_on_a_llama_cpp_entry_shows_its_distribution_and_walks():
+    import torch
+
+    from components import cache
+    from playground import stepping as stp
+    from tests.conftest import app_test, texts
+
+    gguf = cache.causal_lm("smollm2-135m-instruct:gguf")
+    at = app_test("views/next_token.py", query={"model_a": "smollm2-135m-instruct:gguf"})
+    assert not at.exception, at.exception
+    assert at.selectbox(key="next_token_model").value == "smollm2-135m-instruct:gguf"
+    prompt = stp.make_prompt(gguf.tokenizer, "Once upon a time, in a small village by the sea, there lived a",
+                             use_chat_template=False)
+    ref = torch.softmax(gguf.next_token_distribution(prompt.ids).logits, -1)  # llama.cpp's own logits
+    metrics = {m.label: m.value for m in at.main.metric}
+    assert metrics["Top token"] == f"{100 * float(ref.max()):.1f}%" and metrics["Tokens kept"] == "49,152"
+    at.button(key="next_token_step_greedy").click().run()
+    top = gguf.tokenizer.decode([int(ref.argmax())]).replace(" ", "␣")
+    assert f"1 token walked · last: {top} (greedy)" in texts(at)
+    # the sweep batches in PyTorch: on llama.cpp the page says so instead of failing
+    assert "runs on llama.cpp" in texts(at)
+    # the Attention page does not list llama.cpp entries, and says why
+    att = app_test("views/attention.py", query={"model_a": "smollm2-135m-instruct:gguf"})
+    assert "smollm2-135m-instruct:gguf" not in att.selectbox(key="attention_model").options
+    assert "do not expose attention" in texts(att)

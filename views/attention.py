@@ -112,6 +112,8 @@ st.text_area("Text", key=K.TEXT, height=90, help="Every model reads this text; t
 c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
 c1.selectbox("Model", options, key=K.MODEL, format_func=lambda m: pickers.label(m, role=True), help="Starts as the model picked in the sidebar.")
 c2.selectbox("Second model, side by side", [NONE, *options], key=K.MODEL2, format_func=lambda m: pickers.label(m, role=True))
+if pickers.left_out("attention"):
+    st.caption(pickers.left_out("attention"))
 c3.slider("Window (tokens)", int(size_bounds.lo), int(size_bounds.hi), step=int(size_bounds.step or 1), key=K.SIZE,
           help=size_bounds.help)
 c4.radio("Colour", ["sqrt", "linear"], key=K.SCALE, horizontal=True,

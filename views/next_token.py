@@ -156,6 +156,8 @@ with st.expander("How to read this"):
 st.text_area("Prompt", key=K.PROMPT, height=80, help="The text the model continues.")
 c1, c2, c3 = st.columns([3, 3, 2])
 c1.selectbox("Model", options, key=K.MODEL, format_func=pickers.label, help="Starts as the model picked in the sidebar.")
+if pickers.left_out("full_distribution"):
+    st.caption(pickers.left_out("full_distribution"))
 c2.selectbox("Second model, side by side", [NONE, *options], key=K.MODEL2, format_func=pickers.label,
              help="Reads the same text (prompt and the tokens walked so far) with its own tokenizer.")
 c3.toggle("Chat template", key=K.CHAT,
@@ -333,6 +335,12 @@ if temps:
 
 st.subheader("Sampling sweep")
 st.write("Several continuations of the text so far at each temperature above, with the filters as set.")
+if lm.engine != "transformers":
+    st.info(f"The sweep samples every continuation in one batch, which needs the model's weights in PyTorch: "
+            f"{lm.spec.label} runs on {lm.engine}. Pick the transformers entry of this model "
+            f"({pickers.label(lm.spec.base_id)}) above to run it.", icon=":material/info:")
+    state.to_url(URL)
+    st.stop()
 nb, tb2 = bounds(stp.SweepSettings, "n_samples"), bounds(stp.SweepSettings, "n_tokens")
 w1, w2, w3 = st.columns([3, 3, 2], vertical_alignment="bottom")
 w1.slider("Samples per temperature", int(nb.lo), int(nb.hi), step=int(nb.step or 1), key=K.N_SAMPLES, help=nb.help)
