@@ -133,3 +133,23 @@ def test_next_token_page_on_a_llama_cpp_entry_shows_its_distribution_and_walks()
     att = app_test("views/attention.py", query={"model_a": "smollm2-135m-instruct:gguf"})
     assert "smollm2-135m-instruct:gguf" not in att.selectbox(key="attention_model").options
     assert "do not expose attention" in texts(att)
+
+
+def test_compare_page_runs_a_transformers_and_a_llama_cpp_entry_side_by_side():
+    from components import cache
+    from playground.generate import GenerationSettings, generate
+    from tests.conftest import app_test
+
+    at = app_test("views/compare.py", query={"models": "smollm2-135m-instruct,smollm2-135m-instruct:gguf",
+                                             "prompt": "Name a colour.", "max": "12"})
+    assert at.multiselect(key="compare_models").value == ["smollm2-135m-instruct", "smollm2-135m-instruct:gguf"]
+    at.button(key="compare_run").click()
+    at.run(timeout=300)
+    assert not at.exception, at.exception
+    result = at.session_state["compare_result"]
+    hf, cpp = result.runs
+    assert not hf.error and not cpp.error
+    assert cpp.label.endswith("llama.cpp Q4_1") and cpp.precision == "Q4_1"
+    alone = generate(cache.causal_lm("smollm2-135m-instruct:gguf"), "Name a colour.", GenerationSettings(max_new_tokens=12))
+    assert cpp.text == alone.text and cpp.metrics.new_tokens == alone.new_tokens  # the engine's own greedy answer
+    assert hf.metrics.tokens_per_second > 0 and cpp.metrics.tokens_per_second > 0

@@ -546,7 +546,10 @@ class LlamaStream:
         slot = None
         try:
             slot = lm._acquire(self.prompt_ids, cancel)
-            logits = torch.from_numpy(lm._eval(slot, lm._reuse(slot, self.prompt_ids), cancel))  # (V,)
+            # The prompt always runs from an empty cache: llama.cpp's logits depend slightly on how the
+            # tokens were batched, and a greedy answer that changed with what ran before would be no answer.
+            lm._forget(slot)
+            logits = torch.from_numpy(lm._eval(slot, self.prompt_ids, cancel))  # (V,)
             sampling = SamplingSettings(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed)
             generator = torch.Generator().manual_seed(int(s.seed)) if s.temperature > 0 else None
             ids: list[int] = []
