@@ -404,11 +404,14 @@ def index_state(client, name: str):
 
 
 @guard("start building the index")
-def build_index(client, name: str, wait: bool = False) -> bool:
-    """Start building the collection's HNSW index without blocking (Edge; a server does it itself).
+def build_index(client, name: str, wait: bool = False, min_points: int | None = None) -> bool:
+    """Start building the collection's HNSW index without blocking (Edge; a server does it itself),
+    if at least `min_points` points (default edge.INDEX_MIN_POINTS) are not in it yet.
     True if a build is running (or, with `wait`, was done)."""
     if is_edge(client):
-        return client.build_index(name, wait=wait)
+        from playground.rag.edge import INDEX_MIN_POINTS
+
+        return client.build_index(name, INDEX_MIN_POINTS if min_points is None else min_points, wait=wait)
     return False
 
 
