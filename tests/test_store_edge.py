@@ -318,7 +318,8 @@ def test_migration_of_a_local_mode_folder_survives_an_interruption(tmp_path, emb
                 s = RetrievalSettings(method=method, top_k=5)
                 q = "What happens to assert statements when Python runs with -O?"
                 ra, rb = retrieve(old, name, embedder, q, s), retrieve(new, name, embedder, q, s)
-                assert [h.id for h in ra.hits] == [h.id for h in rb.hits], method
+                assert _groups(ra.hits) == _groups(rb.hits), method  # tied hits (RRF ties) in either order
+                assert len(rb.hits) == 5
         finally:
             old.close()
     finally:

@@ -386,7 +386,7 @@ class EdgeStore:
     def facet(self, name: str, key: str = "source", limit: int = 100_000) -> dict[str, int]:
         with self._lock:
             res = self._shard(name).facet(_q().FacetRequest(key=key, limit=limit, exact=True))
-            return {str(h.value): int(h.count) for h in res}
+            return {str(h.value): int(h.count) for h in res if h.count > 0}  # exact facets list deleted values with 0
 
     def query(self, name: str, method: str, dense: np.ndarray, sparse, limit: int, threshold: float | None = None,
               sources: Sequence[str] = (), deep: int = 20, exact: bool = False) -> list[Hit]:
