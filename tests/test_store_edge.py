@@ -464,3 +464,55 @@ def test_collection_browser_and_ingestion_on_a_server(embedder, tokenizer):
         assert summ.bytes_on_disk is None and summ.index is None
     finally:
         s.close()
+
+
+# --- the browser component, through a page-free harness -------------------------------------------
+
+HARNESS = """
+import os, sys, threading
+sys.path.insert(0, os.environ["PLAYGROUND_ROOT"])
+from components.collections import browser
+from playground.rag import store
+
+client = store.connect(path=os.environ["BROWSER_STORE"])
+try:
+    browser(client, threading.RLock())
+finally:
+    client.close()
+"""
+
+
+def test_browser_component_lists_shows_and_deletes_after_confirmation(tmp_path, embedder, tokenizer, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import texts
+
+    folder = tmp_path / "edge"
+    s = store.connect(path=folder)
+    try:
+        rep = ingest.ingest(s, _files(["assert", "pass"]), IndexSpec(), embedder, tokenizer, build_index=False)
+    finally:
+        s.close()
+    monkeypatch.setenv("BROWSER_STORE", str(folder))
+    monkeypatch.setenv("PLAYGROUND_ROOT", ROOT)
+    at = AppTest.from_string(HARNESS, default_timeout=60)
+    at.run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["collection"]) == [rep.collection] and int(table["points"][0]) == rep.points
+    assert table["embedder"][0] == "all-minilm-l6-v2" and table["chunking"][0] == "recursive 500/50"
+    assert at.selectbox(key="coll_source").options == [f"{f.name} ({f.chunks:,} chunks)" for f in rep.files]
+    at.selectbox(key="coll_source").set_value(f"pass.txt ({rep.files[1].chunks:,} chunks)").run()
+    chunks = at.dataframe[1].value
+    assert list(chunks["position"]) == list(range(rep.files[1].chunks)) and '"pass" statement' in " ".join(chunks["text"])
+    assert at.button(key="coll_delete_source").disabled  # not before the confirmation
+    at.checkbox(key="coll_sure_source").check().run()
+    at.button(key="coll_delete_source").click().run()
+    assert f"Deleted {rep.files[1].chunks:,} chunks of 'pass.txt'" in texts(at)
+    assert at.selectbox(key="coll_source").options == [f"assert.txt ({rep.files[0].chunks:,} chunks)"]
+    assert at.button(key="coll_delete_collection").disabled
+    at.text_input(key="coll_confirm_name").input("wrong name").run()
+    assert at.button(key="coll_delete_collection").disabled
+    at.text_input(key="coll_confirm_name").input(rep.collection).run()
+    at.button(key="coll_delete_collection").click().run()
+    assert "No collection yet" in texts(at) and f"Deleted the collection '{rep.collection}'" in texts(at)
