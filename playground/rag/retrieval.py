@@ -7,7 +7,8 @@
   frequency over the collection at query time, so the dot product is the BM25 score. Terms are
   lower-cased words and identifiers kept whole (``__init__``, ``AssertionError``, ``3.14``).
 - hybrid: both as prefetches of one Query API call, fused with reciprocal rank fusion by Qdrant
-  (``FusionQuery(fusion=Fusion.RRF)``): score = sum over methods of 1 / (rank + 2).
+  (``FusionQuery(fusion=Fusion.RRF)`` on a server, ``Fusion.Rrf(k=2)`` on the embedded Edge store:
+  the same fusion): score = sum over methods of 1 / (rank + 2), rank counted from 0.
 
 Every hit also carries its rank under each of the three methods (within the top `depth`), so
 the page can show why it was found. With `neighbours` = n, each hit is widened with the n

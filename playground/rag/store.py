@@ -15,6 +15,8 @@
   text, source, position, char offsets and token count. Collection metadata records how it was
   built (embedder, chunking, distance), so a mismatch is caught before anything is written.
 - Point ids are content hashes (`Chunk.id`): re-ingesting unchanged content writes nothing.
+- `build_index` / `index_state`: the embedded store builds its HNSW index in a child process
+  while searches stay exact (see playground.rag.edge); a server indexes on its own (None).
 
 What it leaves out: chunking, embedding and the sparse encoding (the caller brings vectors),
 and querying (playground.rag.retrieval).
