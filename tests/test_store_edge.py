@@ -15,7 +15,6 @@ The server path runs only when QDRANT_URL is set.
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 
 from playground.errors import InputError, StoreError
-from playground.rag import browse, documents, edge, ingest, migration, setups, store
+from playground.rag import browse, documents, ingest, migration, setups, store
 from playground.rag.chunking import Chunk, ChunkSettings, split
 from playground.rag.embedding import embed
 from playground.rag.pipeline import IndexSpec, Setup, bundled_questions, index

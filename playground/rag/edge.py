@@ -41,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,7 @@ class EdgeStore:
             ) from None
         self._fd = fd
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-              "command": " ".join(sys.argv)[:200] or sys.executable}
+              "command": " ".join([Path(sys.executable).name, *sys.argv])[:200]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
         for d in self.root.iterdir():
