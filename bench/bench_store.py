@@ -2,7 +2,7 @@
 10,000 and 100,000 points: insert time, query p50 / p95 (dense, hybrid), memory, size on disk.
 
     .venv/bin/python bench/bench_store.py [--sizes 10000,100000] [--queries 60] [--local-max 10000]
-                                          [--local-queries-at-100k 5] [--topics 12]
+                                          [--local-queries-at-100k 5] [--topics 12] [--engines edge,local]
 
 Points: the real MiniLM vectors and BM25 sparse vectors of the first `--topics` topics of the
 sample corpus, repeated as distinct points (each copy's dense vector jittered by N(0, 0.01) and
@@ -126,14 +126,15 @@ def one(engine: str, size: int, n_queries: int, n_topics: int, out: str) -> None
     Path(out).write_text(json.dumps(res))
 
 
-def main(sizes: list[int], n_queries: int, local_max: int, local_q100k: int, n_topics: int) -> None:
+def main(sizes: list[int], n_queries: int, local_max: int, local_q100k: int, n_topics: int,
+         engines: tuple[str, ...] = ("edge", "local")) -> None:
     from importlib.metadata import version
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, qdrant-client {version('qdrant-client')}, "
           f"qdrant-edge-py {version('qdrant-edge-py')}, load average {os.getloadavg()[0]:.1f}")
     rows = []
     for size in sizes:
-        for engine in ("edge", "local"):
+        for engine in engines:
             if engine == "local" and size > local_max:
                 print(f"local mode at {size:,} points: skipped (--local-max {local_max:,})")
                 continue
@@ -173,5 +174,7 @@ if __name__ == "__main__":
     ap.add_argument("--local-max", type=int, default=10_000)
     ap.add_argument("--local-queries-at-100k", type=int, default=5)
     ap.add_argument("--topics", type=int, default=12)
+    ap.add_argument("--engines", default="edge,local", help="which stores to measure (edge, local or both)")
     a = ap.parse_args()
-    main([int(x) for x in a.sizes.split(",")], a.queries, a.local_max, a.local_queries_at_100k, a.topics)
+    main([int(x) for x in a.sizes.split(",")], a.queries, a.local_max, a.local_queries_at_100k, a.topics,
+         tuple(a.engines.split(",")))
