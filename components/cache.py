@@ -81,28 +81,36 @@ def _close_qdrant(entry) -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4, on_release=_close_qdrant)
-def _qdrant(url: str, api_key: str, path: str):
+def _qdrant(url: str, api_key: str, path: str, _progress=None):
     import threading
 
-    from playground.rag import store
+    from playground.rag import migration, store
 
     client = store.connect(url=url or None, api_key=api_key or None, path=path or None)
+    if not url and path == str(store.local_path()) and migration.pending():
+        try:  # the previous version's local-mode folder: copied in once, then renamed aside
+            migration.migrate(client, progress=_progress)
+        except BaseException:
+            client.close()
+            raise
     return client, threading.RLock()
 
 
-def qdrant(url: str = "", api_key: str = ""):
-    """(client, lock) for the RAG store: the Qdrant server at `url`, else THE embedded local store
-    (local mode allows one client per folder per process, so every session shares this one).
-    Hold the lock around every call: the local store is not safe for concurrent use. Failures
-    (StoreError) are not cached, so fixing the URL and rerunning tries again."""
+def qdrant(url: str = "", api_key: str = "", _progress=None):
+    """(client, lock) for the RAG store: the Qdrant server at `url`, else THE embedded Qdrant Edge
+    store (one store object per folder, so every session shares this one). On the first connection
+    a folder left by the previous version (local mode) is migrated into it, reporting to
+    `_progress(done, total, message)` (playground.rag.migration). Hold the lock around a sequence of
+    calls that must not interleave with another session's. Failures (StoreError) are not cached, so
+    fixing the URL and rerunning tries again."""
     from playground.rag import store
 
     url = (url or "").strip()
     if url:
         return _qdrant(url, api_key or "", "")
-    return _qdrant("", "", str(store.local_path()))
+    return _qdrant("", "", str(store.local_path()), _progress)
 
 
 def release_qdrant() -> None:
-    """Close every cached Qdrant client (frees the local store's folder for another process)."""
+    """Close every cached Qdrant store (frees the embedded store's folder for another process)."""
     _qdrant.clear()

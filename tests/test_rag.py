@@ -1,5 +1,5 @@
 """The RAG core on the real sample corpus, the bundled MiniLM embedder and SmolLM2, with Qdrant in
-local mode (and a Qdrant server when QDRANT_URL is set): chunking, indexing, persistence,
+the embedded Qdrant Edge store (and a Qdrant server when QDRANT_URL is set): chunking, indexing, persistence,
 dense / sparse / hybrid retrieval, the prompt, the answer, evaluation, saved setups, bad input.
 
 The sample corpus is indexed once per run (`corpus`) and shared: every topic of at most 10,500
@@ -7,8 +7,8 @@ characters (68 of 79 topics, about 480 chunks), which keeps the run short; the 1
 (the special-method names, the compound statements, the type hierarchy...) mostly repeat the
 short ones. The bundled questions whose first-named topic is in it are evaluated on it.
 docs/bench-rag.md has the figures on the full corpus. Tests that need a store of their own use
-a few topics. Local mode allows one client per folder per process: each test
-store has its own folder.
+a few topics. The embedded store allows one store object per folder: each test
+store has its own folder. tests/test_store_edge.py compares Edge with qdrant-client's local mode.
 """
 
 from __future__ import annotations
@@ -231,10 +231,11 @@ def test_corpus_index(corpus):
     info = store.info(client, report.collection)
     assert info.dim == 384 and info.distance == "cosine" and info.meta["embedder"] == "all-minilm-l6-v2"
     assert info.meta["bm25_avg_len"] > 10
-    config = client.get_collection(report.collection).config.params
-    from qdrant_client import models
+    assert store.is_edge(client)  # the embedded default is Qdrant Edge
+    import json
 
-    assert config.sparse_vectors[store.SPARSE].modifier == models.Modifier.IDF
+    config = json.loads((client.root / report.collection / "shard" / "edge_config.json").read_text())
+    assert config["sparse_vectors"][store.SPARSE]["modifier"] == "idf"
     assert sorted(store.sources(client, report.collection)) == sorted(d.source for d in docs)
 
 
@@ -432,10 +433,17 @@ def test_a_qdrant_url_that_does_not_answer():
 def test_a_local_folder_open_elsewhere_is_a_clear_error(tmp_path):
     client = store.connect(path=tmp_path / "q")
     try:
-        with pytest.raises(StoreError, match="open in another process"):
+        with pytest.raises(StoreError, match=r"is open in this same process \(another store object\)"):
             store.connect(path=tmp_path / "q")
     finally:
         client.close()
+    store.connect(path=tmp_path / "q").close()  # closed: free again
+    legacy = store.connect(path=tmp_path / "old", engine="local")  # the previous version's local mode
+    try:
+        with pytest.raises(StoreError, match="open in another process"):
+            store.connect(path=tmp_path / "old", engine="local")
+    finally:
+        legacy.close()
 
 
 # --- A/B, evaluation, projection, saved setups --------------------------------------------------

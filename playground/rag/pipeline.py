@@ -3,7 +3,8 @@ compare two setups (A/B), evaluate retrieval (recall@k, MRR), project embeddings
 
 Indexing (`index`): chunk -> look up which chunk ids the collection already holds -> embed only
 the new ones -> write dense + sparse vectors -> remove the old chunks of a re-ingested source
-that the new cut no longer produces. Unchanged content therefore writes nothing and embeds nothing.
+that the new cut no longer produces -> start the HNSW index build (embedded store, without
+blocking). Many files or a .zip, with stop and resume: playground.rag.ingest. Unchanged content therefore writes nothing and embeds nothing.
 
 The prompt (`build_prompt`): a LangChain `PromptTemplate` with ``{context}`` and ``{question}``;
 the context numbers the retrieved passages [1], [2]... in rank order. The exact string the model
@@ -185,6 +186,7 @@ def index(client, documents: Sequence[Document], spec: IndexSpec, embedder, toke
     stale = [pid for pid, _, _ in store.scroll(client, name, sources=sorted({c.source for c in chunks}))
              if pid not in current]
     store.delete_points(client, name, stale)
+    store.build_index(client, name)  # embedded store: the HNSW graph is built in a child process; search stays exact meanwhile
     total = store.count(client, name)
     report(1.0, f"{len(new):,} added, {len(have):,} unchanged, {len(stale):,} removed; {total:,} points")
     return IndexReport(name, len(chunks), len(new), len(have), len(stale), total, created, embed_seconds,

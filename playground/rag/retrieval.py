@@ -7,7 +7,8 @@
   frequency over the collection at query time, so the dot product is the BM25 score. Terms are
   lower-cased words and identifiers kept whole (``__init__``, ``AssertionError``, ``3.14``).
 - hybrid: both as prefetches of one Query API call, fused with reciprocal rank fusion by Qdrant
-  (``FusionQuery(fusion=Fusion.RRF)``): score = sum over methods of 1 / (rank + 2).
+  (``FusionQuery(fusion=Fusion.RRF)`` on a server, ``Fusion.Rrf(k=2)`` on the embedded Edge store:
+  the same fusion): score = sum over methods of 1 / (rank + 2), rank counted from 0.
 
 Every hit also carries its rank under each of the three methods (within the top `depth`), so
 the page can show why it was found. With `neighbours` = n, each hit is widened with the n
@@ -169,12 +170,16 @@ def merge_text(chunks: Sequence[Chunk]) -> str:
 # --- queries ------------------------------------------------------------------------------
 
 def _search(client, collection: str, method: str, dense: np.ndarray, sparse, limit: int,
-            threshold: float | None, flt) -> list:
-    """One query under `method`; the scored points, best first."""
+            threshold: float | None, sources: Sequence[str]) -> list:
+    """One query under `method`; the scored points (.id, .score, .payload), best first."""
     from qdrant_client import models
 
     if method == "sparse" and not sparse.indices:
         return []  # no words in the question: nothing to match
+    deep = max(20, 4 * limit)
+    if store.is_edge(client):
+        return client.query(collection, method, dense, sparse, limit, threshold, list(sources), deep)
+    flt = store.source_filter(sources)
     if method == "dense":
         res = client.query_points(collection, query=dense.tolist(), using=store.DENSE, limit=limit,
                                   query_filter=flt, score_threshold=threshold, with_payload=True)
@@ -182,7 +187,6 @@ def _search(client, collection: str, method: str, dense: np.ndarray, sparse, lim
         res = client.query_points(collection, query=sparse, using=store.SPARSE, limit=limit,
                                   query_filter=flt, score_threshold=threshold, with_payload=True)
     else:
-        deep = max(20, 4 * limit)
         prefetch = [models.Prefetch(query=dense.tolist(), using=store.DENSE, limit=deep, filter=flt)]
         if sparse.indices:
             prefetch.append(models.Prefetch(query=sparse, using=store.SPARSE, limit=deep, filter=flt))
@@ -195,7 +199,7 @@ def _search(client, collection: str, method: str, dense: np.ndarray, sparse, lim
 def search(client, collection: str, method: str, dense: np.ndarray, sparse, limit: int,
            threshold: float | None = None, sources: Sequence[str] = ()) -> list:
     """The raw query (used by the benchmark too): scored points under `method`."""
-    return _search(client, collection, method, dense, sparse, limit, threshold, store.source_filter(sources))
+    return _search(client, collection, method, dense, sparse, limit, threshold, list(sources))
 
 
 @store.guard("fetch neighbouring chunks")

@@ -1,14 +1,22 @@
-"""The Qdrant side of the RAG builder: connect, collections, points. Local mode or a server, same code.
+"""The Qdrant side of the RAG builder: connect, collections, points. Embedded or a server, same calls.
 
-- `connect()` opens Qdrant's embedded local mode persisted under ``data_root()/qdrant`` by
-  default, or a server / cluster URL with an API key. A URL that does not answer, or a local
-  folder already open in another process, raises `StoreError` saying what to do.
-  Local mode allows ONE client per folder per process: share it (the app caches one).
+- `connect()` opens the embedded store, Qdrant's own engine in-process (Qdrant Edge, see
+  playground.rag.edge), under ``data_root()/edge`` by default, or a server / cluster URL with an
+  API key through qdrant-client. A URL that does not answer, or a folder already open in another
+  process, raises `StoreError` saying what to do (and which process holds the folder).
+  One store object per folder per process: share it (the app caches one).
+  ``engine="local"`` opens qdrant-client's pure-Python local mode instead: the previous
+  version's store, kept for the migration (playground.rag.migration) and as the reference the
+  tests compare Edge with.
+- Every function here takes that object (`client`) first and works the same on each: an
+  `EdgeStore` is called through its methods, a qdrant-client client through its API.
 - A collection holds, per chunk, a named dense vector ``dense`` (cosine, dot or Euclid) and a
   named sparse vector ``sparse`` whose IDF Qdrant computes (``Modifier.IDF``); the payload keeps
   text, source, position, char offsets and token count. Collection metadata records how it was
   built (embedder, chunking, distance), so a mismatch is caught before anything is written.
 - Point ids are content hashes (`Chunk.id`): re-ingesting unchanged content writes nothing.
+- `build_index` / `index_state`: the embedded store builds its HNSW index in a child process
+  while searches stay exact (see playground.rag.edge); a server indexes on its own (None).
 
 What it leaves out: chunking, embedding and the sparse encoding (the caller brings vectors),
 and querying (playground.rag.retrieval).
@@ -36,8 +44,18 @@ UPSERT_BATCH = 256
 
 
 def local_path() -> Path:
-    """Where the embedded store lives: ``$PLAYGROUND_DATA/qdrant``."""
+    """Where the embedded store lives: ``$PLAYGROUND_DATA/edge``."""
+    return data_root() / "edge"
+
+
+def legacy_path() -> Path:
+    """Where the previous version kept its local-mode collections: ``$PLAYGROUND_DATA/qdrant``."""
     return data_root() / "qdrant"
+
+
+def is_edge(client) -> bool:
+    """True for the embedded Qdrant Edge store (playground.rag.edge.EdgeStore)."""
+    return getattr(client, "kind", None) == "edge"
 
 
 def _models():
@@ -61,6 +79,8 @@ def _distance_name(d) -> str:
 
 def _explain(exc: BaseException, where: str) -> str:
     text = redact(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, StoreError):
+        return redact(str(exc))
     if "already accessed by another instance" in str(exc):
         return (f"The local Qdrant store at {where} is open in another process (another copy of the app?). "
                 "Close it, or use a Qdrant server URL instead.")
@@ -87,6 +107,8 @@ def guard(action: str) -> Callable:
 
 def where(client) -> str:
     """A readable location of the client: the local folder or the server URL."""
+    if is_edge(client):
+        return client.location
     inner = getattr(client, "_client", None)
     location = getattr(inner, "location", None)
     if location:
@@ -100,8 +122,9 @@ def is_local(client) -> bool:
 
 
 def connect(url: str | None = None, api_key: str | None = None, path: str | Path | None = None,
-            timeout: int = 5):
-    """A QdrantClient: the server at `url` (checked to answer), else local mode at `path` (default local_path())."""
+            timeout: int = 5, engine: str = "edge"):
+    """The store: a QdrantClient for the server at `url` (checked to answer), else the embedded Edge
+    store at `path` (default local_path()); ``engine="local"`` gives qdrant-client's local mode at `path`."""
     from qdrant_client import QdrantClient
 
     if url:
@@ -125,7 +148,19 @@ def connect(url: str | None = None, api_key: str | None = None, path: str | Path
                 "or leave the URL empty to use the local store."
             ) from exc
         return client
-    folder = Path(path) if path else local_path()
+    if engine not in ("edge", "local"):
+        raise StoreError(f"Unknown embedded engine {engine!r}; use 'edge' or 'local'.")
+    if engine == "edge":
+        from playground.rag.edge import EdgeStore
+
+        folder = Path(path) if path else local_path()
+        try:
+            return EdgeStore(folder)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"The Qdrant Edge store at {folder} cannot be opened: {type(exc).__name__}: {exc}"[:500]) from exc
+    folder = Path(path) if path else legacy_path()
     folder.mkdir(parents=True, exist_ok=True)
     try:
         return QdrantClient(path=str(folder))
@@ -148,11 +183,16 @@ class CollectionInfo:
 
 @guard("list the collections")
 def list_collections(client) -> list[CollectionInfo]:
+    if is_edge(client):
+        return [info(client, n) for n in client.names()]
     return [info(client, c.name) for c in sorted(client.get_collections().collections, key=lambda c: c.name)]
 
 
 @guard("read the collection")
 def info(client, name: str) -> CollectionInfo:
+    if is_edge(client):
+        dim, distance, meta = client.config(name)
+        return CollectionInfo(name, client.count(name), dim, distance, meta)
     c = client.get_collection(name)
     vectors = c.config.params.vectors
     dense = vectors.get(DENSE) if isinstance(vectors, dict) else vectors
@@ -164,6 +204,8 @@ def info(client, name: str) -> CollectionInfo:
 
 @guard("check the collection")
 def exists(client, name: str) -> bool:
+    if is_edge(client):
+        return client.exists(name)
     return bool(client.collection_exists(name))
 
 
@@ -192,9 +234,14 @@ def ensure_collection(client, name: str, dim: int, distance: str, meta: dict[str
     m = _models()
     if dim < 1:
         raise StoreError(f"The embedding size is {dim}; it must be positive.")
-    if client.collection_exists(name):
+    if distance not in DISTANCES:
+        raise StoreError(f"Unknown distance {distance!r}; use one of {', '.join(DISTANCES)}.")
+    if exists(client, name):
         check_compatible(client, name, dim, distance, meta)
         return False
+    if is_edge(client):
+        client.create(name, dim, distance, meta)
+        return True
     client.create_collection(
         name,
         vectors_config={DENSE: m.VectorParams(size=dim, distance=_distance(distance))},
@@ -209,13 +256,17 @@ def ensure_collection(client, name: str, dim: int, distance: str, meta: dict[str
 
 @guard("update the collection metadata")
 def set_meta(client, name: str, meta: dict[str, Any]) -> None:
+    if is_edge(client):
+        return client.set_meta(name, meta)
     client.update_collection(name, metadata=meta)
 
 
 @guard("delete the collection")
 def delete_collection(client, name: str) -> None:
-    if not client.collection_exists(name):
+    if not exists(client, name):
         raise StoreError(f"There is no collection {name!r} to delete.")
+    if is_edge(client):
+        return client.delete(name)
     client.delete_collection(name)
 
 
@@ -232,12 +283,16 @@ def chunk_of(p: dict[str, Any]) -> Chunk:
 
 @guard("count the points")
 def count(client, name: str) -> int:
+    if is_edge(client):
+        return client.count(name)
     return int(client.count(name, exact=True).count)
 
 
 @guard("look up points")
 def existing_ids(client, name: str, ids: Sequence[str]) -> set[str]:
     """Which of `ids` the collection already holds."""
+    if is_edge(client):
+        return client.existing_ids(name, list(ids))
     found: set[str] = set()
     for lo in range(0, len(ids), 1024):
         for p in client.retrieve(name, ids=list(ids[lo: lo + 1024]), with_payload=False, with_vectors=False):
@@ -253,6 +308,13 @@ def upsert(client, name: str, chunks: Sequence[Chunk], dense: np.ndarray, sparse
     if len(chunks) != len(dense) or len(chunks) != len(sparse):
         raise StoreError(f"{len(chunks)} chunks but {len(dense)} dense and {len(sparse)} sparse vectors.")
     for lo in range(0, len(chunks), UPSERT_BATCH):
+        if is_edge(client):
+            part = chunks[lo: lo + UPSERT_BATCH]
+            client.upsert(name, [c.id for c in part], dense[lo: lo + len(part)], sparse[lo: lo + len(part)],
+                          [payload(c) for c in part])
+            if progress:
+                progress(min(lo + UPSERT_BATCH, len(chunks)), len(chunks))
+            continue
         points = [
             m.PointStruct(id=c.id, vector={DENSE: dense[i].tolist(), SPARSE: sparse[i]}, payload=payload(c))
             for i, c in enumerate(chunks[lo: lo + UPSERT_BATCH], start=lo)
@@ -275,6 +337,8 @@ def source_filter(sources: Iterable[str]):
 def scroll(client, name: str, sources: Iterable[str] = (), with_vectors: bool = False,
            position_range: tuple[int, int] | None = None) -> list[tuple[str, Chunk, np.ndarray | None]]:
     """(id, chunk, dense vector or None) of every point, optionally of some sources / positions."""
+    if is_edge(client):
+        return [(pid, chunk_of(p), v) for pid, p, v in client.scroll(name, list(sources), with_vectors, position_range)]
     m = _models()
     must = []
     sources = list(sources)
@@ -300,6 +364,9 @@ def scroll(client, name: str, sources: Iterable[str] = (), with_vectors: bool = 
 
 @guard("delete points")
 def delete_points(client, name: str, ids: Sequence[str]) -> int:
+    if is_edge(client):
+        client.delete_ids(name, list(ids))
+        return len(ids)
     m = _models()
     if ids:
         client.delete(name, points_selector=m.PointIdsList(points=list(ids)), wait=True)
@@ -308,7 +375,9 @@ def delete_points(client, name: str, ids: Sequence[str]) -> int:
 
 @guard("list the sources")
 def source_counts(client, name: str, limit: int = 100_000) -> dict[str, int]:
-    """{source: points} of a collection, by Qdrant's facet counts (a keyword index on a server)."""
+    """{source: points} of a collection, by Qdrant's facet counts (a keyword index on a server and on Edge)."""
+    if is_edge(client):
+        return client.facet(name, "source", limit)
     res = client.facet(name, key="source", limit=limit, exact=True)
     return {str(h.value): int(h.count) for h in res.hits}
 
@@ -316,6 +385,46 @@ def source_counts(client, name: str, limit: int = 100_000) -> dict[str, int]:
 def sources(client, name: str) -> list[str]:
     """The distinct sources in a collection, sorted."""
     return sorted(source_counts(client, name))
+
+
+@guard("delete the source")
+def delete_source(client, name: str, source: str) -> int:
+    """Delete every chunk of `source` from collection `name`; how many there were."""
+    if is_edge(client):
+        return client.delete_source(name, source)
+    m = _models()
+    n = int(client.count(name, count_filter=source_filter([source]), exact=True).count)
+    if n:
+        client.delete(name, points_selector=m.FilterSelector(filter=source_filter([source])), wait=True)
+    return n
+
+
+@guard("read the index state")
+def index_state(client, name: str):
+    """Where the collection's HNSW index stands (an `edge.IndexState`); None on a server, which indexes on its own."""
+    if is_edge(client):
+        return client.index_state(name)
+    return None
+
+
+@guard("start building the index")
+def build_index(client, name: str, wait: bool = False, min_points: int | None = None) -> bool:
+    """Start building the collection's HNSW index without blocking (Edge; a server does it itself),
+    if at least `min_points` points (default edge.INDEX_MIN_POINTS) are not in it yet.
+    True if a build is running (or, with `wait`, was done)."""
+    if is_edge(client):
+        from playground.rag.edge import INDEX_MIN_POINTS
+
+        return client.build_index(name, INDEX_MIN_POINTS if min_points is None else min_points, wait=wait)
+    return False
+
+
+@guard("measure the collection")
+def size_on_disk(client, name: str) -> int | None:
+    """Bytes the collection takes on disk (Edge); None on a server, which does not say."""
+    if is_edge(client):
+        return client.size_on_disk(name)
+    return None
 
 
 def close(client) -> None:
