@@ -191,7 +191,9 @@ class SilentServer:
 
 class MisbehavingServer(_ThreadServer):
     """Lists one model and streams chat answers that break the rules: mode "too-long" sends
-    `tokens` chunks whatever max_tokens says; mode "stall" sends three and then nothing."""
+    `tokens` chunks whatever max_tokens says; "stall" sends three and then nothing; "gone"
+    answers 404 with a JSON error, as vLLM does for a model it does not serve; "strict" refuses
+    (400) any field outside the OpenAI API, as some hosted APIs do, and otherwise answers well."""
 
     def __init__(self, mode: str = "too-long", tokens: int = 200, model: str = "stand-in") -> None:
         outer = self
@@ -220,11 +222,18 @@ class MisbehavingServer(_ThreadServer):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 outer.requests.append(body)
+                if outer.mode == "gone":
+                    return self._json({"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                                 "type": "NotFoundError", "code": 404}}, 404)
+                extra = sorted({"top_k", "repeat_penalty", "stream_options"} & set(body))
+                if outer.mode == "strict" and extra:
+                    return self._json({"error": {"message": f"Unrecognized request arguments: {', '.join(extra)}",
+                                                 "type": "invalid_request_error"}}, 400)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                n = outer.tokens if outer.mode == "too-long" else 3
+                n = {"too-long": outer.tokens, "stall": 3}.get(outer.mode, min(outer.tokens, body.get("max_tokens", 16)))
                 try:
                     for i in range(n):
                         event = {"choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]}

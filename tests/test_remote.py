@@ -391,3 +391,31 @@ def test_a_response_far_longer_than_asked_is_cut_at_max_tokens():
     finally:
         chatty.stop()
         remove_endpoint("chatty")
+
+
+def test_a_model_gone_from_the_server_is_a_404_that_names_it():
+    gone = MisbehavingServer(mode="gone").start()
+    try:
+        add_endpoint("gone", gone.url, replace_existing=True)
+        lm = remote.load(endpoint_id("gone", "stand-in"))  # listed, but the server no longer runs it
+        with pytest.raises(EndpointModelError, match="does not serve the model 'stand-in' .*does not exist"):
+            list(lm.stream(PROMPT, GREEDY))
+    finally:
+        gone.stop()
+        remove_endpoint("gone")
+
+
+def test_a_strict_server_gets_the_request_without_the_fields_it_refuses():
+    strict = MisbehavingServer(mode="strict", tokens=5).start()
+    try:
+        add_endpoint("strict", strict.url, replace_existing=True)
+        lm = remote.load(endpoint_id("strict", "stand-in"))
+        _, r = _consume(lm.stream(PROMPT, GREEDY))
+        assert r.text == " w0 w1 w2 w3 w4" and r.finish_reason == "end of turn" and r.error is None
+        first, second = strict.requests
+        assert "top_k" in first and "top_k" not in second and second["top_logprobs"] == 5
+        _consume(lm.stream(PROMPT, GREEDY))  # the tier that worked is remembered: one request
+        assert len(strict.requests) == 3 and "top_k" not in strict.requests[2]
+    finally:
+        strict.stop()
+        remove_endpoint("strict")
