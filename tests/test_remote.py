@@ -190,7 +190,7 @@ def test_a_loaded_remote_model_is_an_engine_model_and_never_shows_its_key(lab, s
 @needs_llama
 def test_streamed_chat_equals_the_non_streamed_answer_at_temperature_0(lm, server):
     chunks, result = _consume(lm.stream(PROMPT, GREEDY))
-    assert len(chunks) > 3
+    assert len(chunks) > 3 and result.logprobs == ()  # none asked for by default: they slow a llama.cpp server
     assert "".join(c.text for c in chunks) == result.text
     raw = _raw(server, "/chat/completions", {
         "model": "smollm2", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 24,
@@ -198,7 +198,7 @@ def test_streamed_chat_equals_the_non_streamed_answer_at_temperature_0(lm, serve
     assert result.text == raw["choices"][0]["message"]["content"]
     assert result.engine == "remote" and result.model_id == "endpoint:lab/smollm2"
     assert result.finish_reason in ("max tokens", "end of turn")
-    assert result.generated_tokens == raw["usage"]["completion_tokens"] or result.generated_tokens == len(result.logprobs)
+    assert result.generated_tokens == raw["usage"]["completion_tokens"]
     assert 0 < result.time_to_first_token <= result.total_seconds and result.tokens_per_second > 0
     assert result.error is None
 
@@ -410,11 +410,11 @@ def test_a_strict_server_gets_the_request_without_the_fields_it_refuses():
     try:
         add_endpoint("strict", strict.url, replace_existing=True)
         lm = remote.load(endpoint_id("strict", "stand-in"))
-        _, r = _consume(lm.stream(PROMPT, GREEDY))
+        _, r = _consume(lm.stream(PROMPT, GREEDY, top_logprobs=5))
         assert r.text == " w0 w1 w2 w3 w4" and r.finish_reason == "end of turn" and r.error is None
         first, second = strict.requests
         assert "top_k" in first and "top_k" not in second and second["top_logprobs"] == 5
-        _consume(lm.stream(PROMPT, GREEDY))  # the tier that worked is remembered: one request
+        _consume(lm.stream(PROMPT, GREEDY, top_logprobs=5))  # the tier that worked is remembered: one request
         assert len(strict.requests) == 3 and "top_k" not in strict.requests[2]
     finally:
         strict.stop()
