@@ -59,8 +59,32 @@ def llama_cpp_available() -> str | None:
     return None
 
 
+# Runs llama_cpp.server as ``python -m llama_cpp.server`` would; with "no-repack" first, every model
+# opens without llama.cpp's extra buffer types (as playground.engines.llamacpp.extra_buffers_off):
+# a build made with GGML_NATIVE on a CPU that reports AMX repacks weights into AMX tiles, and a VM
+# that reports AMX without enabling it kills the server at the first token (SIGILL).
+_LAUNCH = """
+import runpy, sys
+if sys.argv[1] == "no-repack":
+    import llama_cpp.llama_cpp as low
+    default = low.llama_model_default_params
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+    low.llama_model_default_params = without_extra_buffers
+sys.argv = ["llama_cpp.server"] + sys.argv[2:]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 class LlamaServer:
-    """``python -m llama_cpp.server`` on a free loopback port; `.url` is the API base (…/v1)."""
+    """llama-cpp-python's server on a free loopback port; `.url` is the API base (…/v1).
+
+    `start()` waits until it answers and has generated one token. If that token kills it with
+    SIGILL (weights repacked for instructions the machine refuses, see _LAUNCH), it starts it
+    again without repacking and says so in `.repack` (False).
+    """
 
     def __init__(self, api_key: str, alias: str = "smollm2", model: Path | None = None, threads: int = 2,
                  interrupt_requests: bool = False, log: Path | None = None, n_ctx: int = 2048) -> None:
@@ -70,11 +94,28 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = log or (ROOT / "artifacts" / f"llama-server-{self.port}.log")
         self.proc: subprocess.Popen | None = None
+        self.repack = True
 
     def start(self, timeout: float = 120) -> "LlamaServer":
+        self._launch(timeout)
+        if not self._first_token():
+            if self.proc is not None and self.proc.returncode == -signal.SIGILL:
+                self.repack = False
+                self._launch(timeout)
+                if self._first_token():
+                    return self
+            code = self.proc.returncode if self.proc is not None else None
+            self.stop()
+            raise RuntimeError(f"llama_cpp.server died at its first token (exit code {code}); see {self.log_path}")
+        return self
+
+    def _launch(self, timeout: float) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--model_alias", self.alias,
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+        self._log = open(self.log_path, "a")
+        cmd = [sys.executable, "-c", _LAUNCH, "repack" if self.repack else "no-repack",
+               "--model", str(self.model), "--model_alias", self.alias,
                "--api_key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port),
                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads), "--n_ctx", str(self.n_ctx),
                "--interrupt_requests", str(self.interrupt_requests), "--verbose", "False"]
@@ -88,11 +129,27 @@ class LlamaServer:
             try:
                 req = urllib.request.Request(self.url + "/models", headers={"Authorization": f"Bearer {self.api_key}"})
                 if urllib.request.urlopen(req, timeout=2).status == 200:
-                    return self
+                    return
             except (OSError, urllib.error.URLError):
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"llama_cpp.server did not answer within {timeout} s; see {self.log_path}")
+
+    def _first_token(self) -> bool:
+        """Generate one token; False if the server died doing it."""
+        body = json.dumps({"model": self.alias, "prompt": "Hi", "max_tokens": 1}).encode()
+        req = urllib.request.Request(self.url + "/completions", data=body, headers={
+            "Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=120).read()
+            return True
+        except OSError:
+            if self.proc is not None:
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            return False
 
     def log(self) -> str:
         self._log.flush()
