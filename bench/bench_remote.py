@@ -104,7 +104,7 @@ def main() -> None:
         lm = remote.load(endpoint_id("bench", "smollm2"), api_key=KEY)
         settings = GenerationSettings(max_new_tokens=args.tokens, temperature=0.0)
         print(f"server: llama_cpp.server, SmolLM2 135M Q4_1, {args.threads} threads, {args.api} API, "
-              f"{args.tokens} tokens greedy, median of {args.rounds}")
+              f"{args.tokens} tokens greedy, median of {args.rounds}; weights repacked: {server.repack}")
         for top in ((0, 5) if args.with_logprobs else (0,)):
             body = body_of(lm, prompt, settings, templated, top)
             bare(server.url + path, body, templated)  # warm-up (and the server's prompt cache)
