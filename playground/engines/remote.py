@@ -129,7 +129,7 @@ class Secret:
         raise TypeError("A key is never pickled or written anywhere.")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+        return isinstance(other, Secret) and hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
         return hash(fingerprint(self._value))
