@@ -137,7 +137,9 @@ class LlamaServer:
 
     def _first_token(self) -> bool:
         """Generate one token; False if the server died doing it."""
-        body = json.dumps({"model": self.alias, "prompt": "Hi", "max_tokens": 1}).encode()
+        # a prompt of some length: llama.cpp takes the repacked (AMX) kernels for batches, not single tokens
+        prompt = "Tell me, in a few words, what the weather is like in Paris in spring and in autumn, please."
+        body = json.dumps({"model": self.alias, "prompt": prompt * 3, "max_tokens": 2}).encode()
         req = urllib.request.Request(self.url + "/completions", data=body, headers={
             "Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"})
         try:
