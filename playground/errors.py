@@ -76,6 +76,46 @@ class StoreError(PlaygroundError):
     """The vector store (Qdrant) failed or cannot be reached."""
 
 
+class EndpointError(PlaygroundError):
+    """An OpenAI-compatible endpoint failed or cannot be used; the subclasses say how."""
+
+
+class EndpointConfigError(EndpointError, InputError):
+    """An endpoint's name, URL or key variable is invalid, or no endpoint has that name."""
+
+
+class EndpointStoreError(EndpointError):
+    """The file that keeps the added endpoints cannot be read or written."""
+
+
+class EndpointUnreachableError(EndpointError):
+    """Nothing answers at the endpoint's URL (connection refused, unknown host, no route)."""
+
+
+class EndpointAuthError(EndpointError):
+    """The endpoint refused the key (HTTP 401 or 403), or wants one and none was given."""
+
+
+class EndpointModelError(EndpointError):
+    """The endpoint does not serve the model asked for (HTTP 404, or absent from /v1/models)."""
+
+
+class EndpointTimeoutError(EndpointError):
+    """The endpoint did not answer, or stopped sending, within the timeout."""
+
+
+class EndpointProtocolError(EndpointError):
+    """Something answers at the URL, but not as an OpenAI-compatible server."""
+
+
+class EndpointStreamError(EndpointError):
+    """The stream of an answer broke half way; what arrived is kept."""
+
+
+class EndpointResponseTooLongError(EndpointError):
+    """The endpoint sent more tokens than were asked for; the answer is cut at the limit."""
+
+
 def describe(exc: BaseException, secrets: tuple[str | None, ...] = ()) -> str:
     """A message for any exception: ours as they are, others with their type named; credentials
     (URL passwords, API keys, HF_TOKEN, and any of `secrets`) are masked (playground.secrets)."""

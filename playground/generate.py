@@ -64,12 +64,13 @@ class GenerationResult:
     prompt_tokens: int
     text: str
     token_ids: tuple[int, ...]
-    finish_reason: str  # "end of turn" | "end of sequence" | "max tokens" | "stop sequence" | "cancelled"
+    finish_reason: str  # "end of turn" | "end of sequence" | "max tokens" | "stop sequence" | "cancelled" | "cut off"
     time_to_first_token: float
     total_seconds: float
     engine: str = "transformers"
     logprobs: tuple[TokenLogprob, ...] = ()  # one per generated token, where the engine gives them
     generated_tokens: int | None = None  # tokens generated when `token_ids` is not known (a remote server)
+    error: str | None = None  # why an answer that arrived in part stopped (a broken stream, a timeout), to show
 
     @property
     def new_tokens(self) -> int:
