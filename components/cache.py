@@ -18,6 +18,17 @@ def causal_lm(model_id: str, _progress=None) -> LoadedModel:
     return loading.load_causal_lm(model_id, _progress)
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def remote_model(cache_key: tuple, model_id: str, _api_key: str | None = None, _progress=None):
+    """A model on an endpoint. Cached by `engines.remote.cache_key(model_id, key)`, in which a key
+    typed for a session enters only as a salted hash: sessions share a model only when they send the
+    same key, and the key itself is never a cache key (`_api_key` is not hashed)."""
+    from playground.engines import remote
+    from playground.registry import get_model
+
+    return remote.load(get_model(model_id), _progress, api_key=_api_key)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def encoder(model_id: str, _progress=None) -> LoadedModel:
     """An encoder model (eager attention) with its tokenizer."""

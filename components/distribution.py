@@ -194,3 +194,20 @@ def sweep_chart(sw: Sweep) -> go.Figure:
                     tickmode="array", tickvals=[0, 0.25, 0.5, 0.75, 1.0]),
     )
     return fig
+
+
+def server_top(dist, title: str | None = None) -> go.Figure:
+    """A server's top-N next tokens (playground.engines.TopDistribution) as bars, with every token it
+    did not send as one grey 'other' bar: the server returns the top only, and the chart says so."""
+    import math
+
+    labels = [visible(c.text) for c in dist.choices] + ["(every other token)"]
+    values = [math.exp(c.logprob) for c in dist.choices] + [dist.other]
+    colours = ["#6c4cf5"] * len(dist.choices) + ["#c4c2cc"]
+    fig = go.Figure(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", marker_color=colours[::-1],
+                           text=[pct(v) for v in values[::-1]], textposition="outside",
+                           hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    fig.update_layout(height=max(220, 26 * len(labels) + 60), margin=dict(t=40 if title else 10, b=10, l=10, r=40),
+                      xaxis=dict(range=[0, min(1.0, max(values) * 1.25 + 0.02)], tickformat=".0%",
+                                 title="probability"), title=title)
+    return fig

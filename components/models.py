@@ -30,6 +30,14 @@ def load(model_id: str, kind: str = "causal") -> LoadedModel:
 
     kind: "causal", "encoder", "any". Raises PlaygroundError.
     """
+    spec = get_model(model_id)
+    if spec.engine == "remote":
+        from components import endpoints
+        from playground.engines import remote
+
+        key = endpoints.session_key(spec.endpoint)
+        with st.spinner(f"Asking {spec.endpoint} for {spec.remote_model}…"):
+            return cache.remote_model(remote.cache_key(model_id, key), model_id, key)
     fn = {"causal": cache.causal_lm, "encoder": cache.encoder, "any": cache.any_model}[kind]
     if not _needs_long_work(model_id):
         with st.spinner(f"Loading {model_id}…"):

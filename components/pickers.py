@@ -48,12 +48,10 @@ def _hub_gguf_entries() -> list:
 
 
 def _endpoint_entries() -> list:
-    try:
-        from playground.engines import remote
-    except ImportError:
-        return []
-    finder = getattr(remote, "catalogue_entries", None)
-    return list(finder()) if finder else []
+    """The models this session listed on its endpoints (asking a server on every rerun would be slow)."""
+    from components import endpoints
+
+    return endpoints.listed_entries()
 
 
 def generators(variants: bool = True) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import cache, hub_gguf, pickers, state
+from components import cache, endpoints, hub_gguf, pickers, state
 from components.format import human_bytes, human_count
 from playground import loading
 from playground.errors import PlaygroundError, describe
@@ -79,6 +79,7 @@ def render() -> str:
                 st.error(st.session_state["sidebar_hub_error"])
             st.divider()
             hub_gguf.render()
+        endpoints.render()
         model_id = st.session_state[state.MODEL]
         spec = get_model(model_id)
         st.caption(spec.description)

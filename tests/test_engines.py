@@ -153,3 +153,101 @@ def test_compare_page_runs_a_transformers_and_a_llama_cpp_entry_side_by_side():
     alone = generate(cache.causal_lm("smollm2-135m-instruct:gguf"), "Name a colour.", GenerationSettings(max_new_tokens=12))
     assert cpp.text == alone.text and cpp.metrics.new_tokens == alone.new_tokens  # the engine's own greedy answer
     assert hf.metrics.tokens_per_second > 0 and cpp.metrics.tokens_per_second > 0
+
+
+# --- an endpoint: llama.cpp's own OpenAI-compatible server on loopback ------------------------------
+
+ENDPOINT_KEY = "sk-engines-test-4b1d2c9e7a"
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    from tests.openai_server import LlamaServer
+
+    server = LlamaServer(api_key=ENDPOINT_KEY).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _add_endpoint_in_the_sidebar(at, url: str):
+    from components import endpoints as ui
+
+    at.text_input(key=ui.NAME).input("lab")
+    at.text_input(key=ui.URL).input(url)
+    at.button(key=ui.ADD).click()
+    at.run()
+    at.text_input(key="sidebar_endpoint_key_lab").input(ENDPOINT_KEY)
+    at.button(key="sidebar_endpoint_list_lab").click()
+    at.run()
+    return at
+
+
+def test_sidebar_adds_an_endpoint_lists_its_models_and_keeps_no_key(llama_server):
+    from playground import endpoints
+    from playground.paths import data_root
+    from tests.conftest import app_test, texts
+
+    endpoints.remove_endpoint("lab")
+    at = _add_endpoint_in_the_sidebar(app_test(), llama_server.url)
+    assert not at.exception, at.exception
+    assert at.selectbox(key="model_id").value == "endpoint:lab/smollm2"
+    shown = texts(at)
+    assert "remote" in shown and "serves 1 model(s): smollm2" in shown
+    assert ENDPOINT_KEY not in shown and ENDPOINT_KEY not in str(dict(at.query_params))
+    for path in data_root().rglob("*"):  # the key is on no file the app wrote
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert ENDPOINT_KEY.encode() not in path.read_bytes(), path
+    assert endpoints.get_endpoint("lab").url == llama_server.url  # kept for the next start
+    # a wrong key is a clear message that does not repeat it
+    at.text_input(key="sidebar_endpoint_key_lab").input("sk-wrong-123456789")
+    at.button(key="sidebar_endpoint_list_lab").click()
+    at.run()
+    assert any("key" in e.value.lower() for e in at.sidebar.error) and "sk-wrong-123456789" not in texts(at)
+
+
+def test_compare_runs_transformers_llama_cpp_and_an_endpoint_side_by_side(llama_server):
+    from components import cache
+    from tests.conftest import app_test
+
+    at = _add_endpoint_in_the_sidebar(app_test(), llama_server.url)
+    at.switch_page("views/compare.py")
+    at.run()
+    models = ["smollm2-135m-instruct", "smollm2-135m-instruct:gguf", "endpoint:lab/smollm2"]
+    at.multiselect(key="compare_models").set_value(models)
+    at.text_area(key="compare_prompt").input("Name a colour.")
+    at.number_input(key="compare_all_max_new_tokens").set_value(12)
+    at.run()
+    at.button(key="compare_run").click()
+    at.run(timeout=300)
+    assert not at.exception, at.exception
+    runs = at.session_state["compare_result"].runs
+    assert [r.model_id for r in runs] == models and not any(r.error for r in runs)
+    # The server's greedy answer is not compared with a second request: llama.cpp's server reuses its
+    # prompt cache across requests, and its logits depend slightly on how tokens were batched.
+    hf, cpp, server = runs
+    assert server.text.strip() and server.metrics.new_tokens > 0 and server.metrics.finish_reason in (
+        "max tokens", "end of turn", "end of sequence")
+    assert server.metrics.tokens_per_second > 0 and server.metrics.memory_bytes == 0  # no weights here
+    assert server.label == "smollm2 · lab"
+    assert cache.causal_lm("smollm2-135m-instruct:gguf").spec.engine == "llama.cpp"
+
+
+def test_next_token_page_shows_a_servers_top_tokens_with_the_rest_as_other(llama_server):
+    import math
+
+    from tests.conftest import app_test, texts
+
+    at = _add_endpoint_in_the_sidebar(app_test(), llama_server.url)
+    at.switch_page("views/next_token.py")
+    at.run()
+    assert at.selectbox(key="next_token_server_model").value == "endpoint:lab/smollm2"
+    assert "endpoint:lab/smollm2" not in at.selectbox(key="next_token_model").options  # no full distribution
+    at.button(key="next_token_server_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    _, dist = at.session_state["next_token_server_result"]
+    assert len(dist.choices) >= 5 and 0 <= dist.other < 1
+    assert math.isclose(sum(math.exp(c.logprob) for c in dist.choices) + dist.other, 1.0, abs_tol=1e-9)
+    assert "the server does not send the rest" in texts(at)

@@ -56,6 +56,9 @@ class K:
     ACTION = "next_token_action"
     SWEEP = "next_token_sweep"
     SIDEBAR_SEEN = "next_token_sidebar_seen"
+    SERVER_MODEL = "next_token_server_model"  # a model on an endpoint: the top tokens it returns
+    SERVER_RUN = "next_token_server_run"
+    SERVER_RESULT = "next_token_server_result"
 
 
 SAMPLING_KEYS = {K.TEMPERATURE: "temperature", K.TOP_K: "top_k", K.TOP_P: "top_p", K.MIN_P: "min_p", K.SEED: "seed"}
@@ -330,6 +333,35 @@ if temps:
     st.plotly_chart(figs.temperatures(views_t), key="next_token_temps_chart")
     st.caption(" · ".join(f"T = {t:g}: top token {figs.pct(v.top_probability)}, entropy {v.entropy_bits:.2f} bits"
                           for t, v in views_t))
+
+# --- a model server's top tokens ------------------------------------------------------------
+
+st.subheader("On a model server")
+servers = [m for m in pickers.for_need("distribution") if not get_model(m).capabilities.distribution]
+if not servers:
+    st.caption("Add a model server in the sidebar (*A model server*) and list its models to see, for the same text, "
+               "the top next tokens it returns. A server sends only its top few, never the whole distribution.")
+else:
+    if ss.get(K.SERVER_MODEL) not in servers:
+        ss[K.SERVER_MODEL] = servers[0]
+    v1, v2 = st.columns([4, 1], vertical_alignment="bottom")
+    v1.selectbox("Model on a server", servers, key=K.SERVER_MODEL, format_func=pickers.label)
+    server_text = ss[K.PROMPT] + tok.decode(list(walk.token_ids), skip_special_tokens=False)
+    server_key = (ss[K.SERVER_MODEL], server_text, ss[K.CHAT], top_n)
+    if v2.button("Ask the server", key=K.SERVER_RUN, type="primary"):
+        remote_lm = models.require(ss[K.SERVER_MODEL])
+        try:
+            with st.spinner(f"Asking {remote_lm.spec.label} for its top {top_n} next tokens…"):
+                ss[K.SERVER_RESULT] = (server_key, remote_lm.top_distribution(server_text, top_n,
+                                                                               use_chat_template=ss[K.CHAT]))
+        except PlaygroundError as exc:
+            st.error(describe(exc))
+    held_server = ss.get(K.SERVER_RESULT)
+    if held_server and held_server[0] == server_key:
+        st.plotly_chart(figs.server_top(held_server[1]), key="next_token_server_chart")
+        st.caption(held_server[1].note)
+    else:
+        st.caption("Same text as above (prompt and the tokens walked). Press *Ask the server* for its top tokens.")
 
 # --- the sampling sweep ----------------------------------------------------------------------
 
