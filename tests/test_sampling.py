@@ -170,7 +170,7 @@ def test_bad_values_give_clear_errors():
         check(SamplingSettings(temperature=float("nan")))
     with pytest.raises(InputError, match=r"'hot' is not a number"):
         stp.parse_temperatures("0.5, hot")
-    with pytest.raises(InputError, match=r"temperature 9 is outside 0 to 5"):
+    with pytest.raises(InputError, match=r"temperature 9 is outside 0 to 2"):
         stp.parse_temperatures("0.5, 9")
     with pytest.raises(InputError, match=r"No temperature"):
         stp.parse_temperatures(" , ")
