@@ -185,6 +185,14 @@ def test_a_loaded_remote_model_is_an_engine_model_and_never_shows_its_key(lab, s
     assert lm2.key_source == f"${KEY_ENV}"
     result = generate.generate(lm2, PROMPT, GREEDY)
     assert result.engine == "remote" and result.text.strip()
+    # an answer with the typed key leaves no trace of it in the data folder or the result
+    typed = generate.generate(lm, PROMPT, GREEDY)
+    assert typed.text == result.text and KEY not in repr(typed)
+    from playground.paths import data_root
+
+    for path in data_root().rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
 
 
 @needs_llama
