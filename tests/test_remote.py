@@ -185,6 +185,14 @@ def test_a_loaded_remote_model_is_an_engine_model_and_never_shows_its_key(lab, s
     assert lm2.key_source == f"${KEY_ENV}"
     result = generate.generate(lm2, PROMPT, GREEDY)
     assert result.engine == "remote" and result.text.strip()
+    # an answer with the typed key leaves no trace of it in the data folder or the result
+    typed = generate.generate(lm, PROMPT, GREEDY)
+    assert typed.text == result.text and KEY not in repr(typed)
+    from playground.paths import data_root
+
+    for path in data_root().rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
 
 
 @needs_llama
@@ -419,3 +427,18 @@ def test_a_strict_server_gets_the_request_without_the_fields_it_refuses():
     finally:
         strict.stop()
         remove_endpoint("strict")
+
+
+@needs_llama
+def test_compare_runs_a_transformers_model_and_an_endpoint_side_by_side(lm, smollm2):
+    from playground import compare
+
+    settings = GenerationSettings(max_new_tokens=12)
+    sbs = compare.SideBySide([smollm2, lm], PROMPT, [compare.Entry(smollm2.id, settings), compare.Entry(lm.id, settings)])
+    updates = list(sbs)
+    local, served = sbs.result.runs
+    assert local.error is None and served.error is None, (local.error, served.error)
+    assert served.text == "".join(u.text for u in updates if u.column == 1) and served.text.strip()
+    _, alone = _consume(lm.stream(PROMPT, settings))
+    assert served.text == alone.text  # greedy: the same answer with a neighbour running or not
+    assert served.metrics.finish_reason in ("max tokens", "end of turn") and served.metrics.tokens_per_second > 0

@@ -96,7 +96,7 @@ class RemoteOptions:
     """Per-request options of the remote engine (the endpoint's own timeout is `Endpoint.timeout`)."""
 
     # 0 by default: llama.cpp's server computes log-probabilities by sorting the whole vocabulary in
-    # Python at every token, which made its generation about 3x slower here (docs/bench-remote.md).
+    # Python at every token, which made its generation 2-3x slower here (docs/bench-remote.md).
     # A page that shows each token's probability asks for them: `stream(..., top_logprobs=5)`.
     top_logprobs: int = option(0, 0, 20, "alternatives per generated token to ask the server for (0: none)", 1)
     top_n: int = option(10, 1, 20, "how many next tokens the Next token view asks the server for", 1)
