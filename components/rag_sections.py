@@ -900,12 +900,9 @@ def _questions() -> list[EvalQuestion]:
                              key=K.eval_file)
         if f is None:
             return []
-        try:
-            text = f.getvalue().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            st.error(f"{f.name} is not UTF-8 text (byte {exc.start:,} cannot be read). Save it as UTF-8 and upload it again.")
-            return []
-        return parse_questions(text, f.name)
+        from playground.uploads import read_text  # the one reader: encoding, binary content, size
+
+        return parse_questions(read_text(f.getvalue(), f.name, what="a JSON or CSV file of questions"), f.name)
     except PlaygroundError as exc:
         fail(exc)
         return []

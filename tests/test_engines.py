@@ -251,3 +251,55 @@ def test_next_token_page_shows_a_servers_top_tokens_with_the_rest_as_other(llama
     assert len(dist.choices) >= 5 and 0 <= dist.other < 1
     assert math.isclose(sum(math.exp(c.logprob) for c in dist.choices) + dist.other, 1.0, abs_tol=1e-9)
     assert "the server does not send the rest" in texts(at)
+
+
+@pytest.mark.browser
+def test_three_engines_side_by_side_and_next_token_in_chromium(app_url, page, llama_server):
+    """A person's flow in a real browser: an endpoint added before (its URL kept, its key not), a link
+    to Compare with a transformers, a llama.cpp and an endpoint entry, the key typed in the sidebar,
+    Compare pressed; then Next token on the llama.cpp entry and the server's top tokens."""
+    from playwright.sync_api import expect
+
+    from playground import endpoints
+    from tests.conftest import screenshot, wait_idle
+
+    endpoints.add_endpoint("lab", llama_server.url, replace_existing=True)
+    models = "smollm2-135m-instruct,smollm2-135m-instruct:gguf,endpoint:lab/smollm2"
+    page.set_viewport_size({"width": 1500, "height": 2300})
+    page.goto(f"{app_url}/compare?models={models}&max=16&prompt=Name%20three%20colours.")
+    page.get_by_role("heading", name="Compare models", exact=True).wait_for()
+    wait_idle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("A model server (OpenAI API)").click()
+    key = sidebar.locator(".st-key-sidebar_endpoint_key_lab input")
+    key.fill(ENDPOINT_KEY)
+    key.press("Enter")
+    wait_idle(page)
+    page.locator(".st-key-compare_run button").click()
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("Tokens generated:").nth(2).wait_for(timeout=240_000)
+    wait_idle(page, timeout=240_000)
+    main.locator(".js-plotly-plot").first.wait_for()
+    expect(main.get_by_text("llama.cpp Q4_1").first).to_be_visible()
+    screenshot(page, "compare-three-engines")
+    assert main.get_by_text("Tokens generated:").count() == 3
+    assert main.locator('[data-testid="stException"]').count() == 0
+    assert main.get_by_text("smollm2 · lab").count() >= 1
+    assert ENDPOINT_KEY not in page.content() and ENDPOINT_KEY not in page.url
+
+    # Next token, in the same session (the key stays typed): the llama.cpp entry's distribution and walk
+    page.get_by_role("link", name="Next token").click()
+    page.get_by_role("heading", name="Next token", exact=True).wait_for()
+    wait_idle(page)
+    picker = main.locator(".st-key-next_token_model")
+    picker.click()
+    page.get_by_role("option", name="llama.cpp Q4_1").first.click()
+    wait_idle(page)
+    page.locator(".st-key-next_token_step_greedy button").click()
+    wait_idle(page)
+    main.get_by_text("1 token walked").first.wait_for()
+    page.locator(".st-key-next_token_server_run button").click()
+    wait_idle(page)
+    main.get_by_text("the server does not send the rest").wait_for()
+    screenshot(page, "next-token-llama-cpp-and-server")
+    assert main.locator('[data-testid="stException"]').count() == 0
