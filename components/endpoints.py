@@ -16,6 +16,7 @@ import streamlit as st
 from components import state
 from playground import endpoints as store
 from playground.errors import PlaygroundError, describe
+from playground.options import bounds
 from playground.registry import DEFAULT_CHAT_MODEL, endpoint_id, get_model
 
 NAME = "sidebar_endpoint_name"
@@ -79,6 +80,13 @@ def _list(name: str) -> None:
         ss[MESSAGE] = ("warning", f"{name} answers but lists no models.")
 
 
+def _set_timeout(name: str) -> None:
+    try:
+        store.update_endpoint(name, timeout=float(st.session_state[f"sidebar_endpoint_timeout_{name}"]))
+    except PlaygroundError as exc:
+        st.session_state[MESSAGE] = ("error", describe(exc))
+
+
 def _remove(name: str) -> None:
     ss = st.session_state
     if ss.get(CONFIRM) != name:  # the first click asks
@@ -118,6 +126,10 @@ def render() -> None:
             st.caption(e.key_status)
             st.text_input("Key for this session", key=_key_widget(e.name), type="password",
                           help="Kept in this browser session only; sent to this server alone.")
+            tb = bounds(store.Endpoint, "timeout")
+            st.number_input("Timeout (s)", float(tb.lo), float(tb.hi), value=float(e.timeout), step=float(tb.step or 1),
+                            key=f"sidebar_endpoint_timeout_{e.name}", on_change=_set_timeout, args=(e.name,),
+                            help=f"{tb.help}. A slow server past it is a clear message; raise it for big models.")
             a, b = st.columns(2)
             a.button("List models", key=f"sidebar_endpoint_list_{e.name}", on_click=_list, args=(e.name,))
             asked = st.session_state.get(CONFIRM) == e.name

@@ -303,3 +303,43 @@ def test_three_engines_side_by_side_and_next_token_in_chromium(app_url, page, ll
     main.get_by_text("the server does not send the rest").wait_for()
     screenshot(page, "next-token-llama-cpp-and-server")
     assert main.locator('[data-testid="stException"]').count() == 0
+
+
+# --- Prompt A/B and RAG on the other engines --------------------------------------------------------
+
+
+def test_prompt_ab_and_rag_answers_come_from_llama_cpp_and_an_endpoint(llama_server, tmp_path):
+    """The A/B run loop and the RAG answer take any entry: each cell is that engine's own answer."""
+    from playground import endpoints
+    from playground import experiments as ex
+    from playground.engines import remote
+    from playground.generate import GenerationSettings, generate
+    from playground.loading import load_causal_lm
+    from playground.prompts import PromptVariant
+    from playground.rag import pipeline
+    from playground.rag.chunking import Chunk
+    from playground.rag.retrieval import RetrievedChunk
+
+    endpoints.add_endpoint("lab", llama_server.url, replace_existing=True)
+    cpp = load_causal_lm("smollm2-135m-instruct:gguf")
+    served = remote.load("endpoint:lab/smollm2", api_key=ENDPOINT_KEY)
+    models = {cpp.spec.id: cpp, served.spec.id: served}
+    settings = ex.RunSettings(tuple(models), GenerationSettings(max_new_tokens=8))
+    exp = ex.Experiment("engines", (PromptVariant("A", "Answer in one word: {question}"),
+                                    PromptVariant("B", "{question} Reply with a short sentence.")),
+                        (ex.InputRow({"question": "What is the capital of France?"}, "Paris"),), settings)
+    report = ex.run(exp, ex.ExperimentStore(tmp_path / "e.sqlite3"), lambda m: models[m])
+    assert (report.generated, report.failed) == (4, 0)
+    cell = exp.cells[(0, "A", cpp.spec.id)]
+    assert cell.output == generate(cpp, "Answer in one word: What is the capital of France?",
+                                   settings.generation).text  # the llama.cpp engine's own greedy answer
+    assert exp.cells[(0, "A", served.spec.id)].output.strip()  # the server's answer
+
+    source = "The Eiffel Tower is in Paris. It was finished in 1889."
+    hit = RetrievedChunk("c1", Chunk("tower.txt", 0, 0, len(source), source), 1.0, 1)
+    for lm in (cpp, served):
+        plan = pipeline.build_prompt(lm, pipeline.DEFAULT_TEMPLATE, "When was the Eiffel Tower finished?", [hit],
+                                     GenerationSettings(max_new_tokens=16))
+        ans = pipeline.answer(lm, plan)
+        assert ans.text.strip() and ans.result.engine == lm.engine
+        assert plan.prompt_tokens > 0 and plan.used == (hit,)

@@ -249,7 +249,12 @@ class PromptPlan:
         return self.prompt_tokens + self.reserved <= self.context_window
 
 
+CHARS_PER_TOKEN = 4  # a model on a server: its tokenizer is not ours, so its prompt is estimated
+
+
 def _count(lm, text: str, use_chat_template: bool) -> tuple[str, int]:
+    if lm.tokenizer is None:  # a remote model: the server applies its own template to the text
+        return text, -(-len(text) // CHARS_PER_TOKEN)
     prompt = format_prompt(lm.tokenizer, text, use_chat_template)
     return prompt, int(encode_prompt(lm.tokenizer, prompt, templated(lm.tokenizer, use_chat_template)).shape[1])
 
@@ -265,12 +270,14 @@ def build_prompt(lm, template: str, question: str, hits: Sequence[RetrievedChunk
     tpl = check_template(template)
     if not isinstance(question, str) or not question.strip():
         raise InputError("The question is empty: type a question.")
-    window = int(context_window or lm.context_length)
-    if window > lm.context_length:
+    # a server that does not say its model's context (context_length 0): nothing is cut here; the server refuses
+    known = lm.context_length or (1 << 30)
+    window = int(context_window or known)
+    if window > known:
         raise InputError(f"The context window asked for is {window:,} tokens; {lm.spec.name} reads at most {lm.context_length:,}.")
     used = list(hits)
     dropped: list[RetrievedChunk] = []
-    chat = use_chat_template and bool(getattr(lm.tokenizer, "chat_template", None))
+    chat = use_chat_template and (lm.tokenizer is None or bool(getattr(lm.tokenizer, "chat_template", None)))
     while True:
         text = tpl.format(context=format_context(used), question=question.strip())
         prompt, n = _count(lm, text, chat)
