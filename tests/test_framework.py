@@ -374,3 +374,16 @@ def test_generation_and_sampling_declare_their_shared_options_once():
         from playground.sampling import check
 
         check(SamplingSettings(temperature=3.0))
+
+
+def test_attention_link_with_a_layer_head_and_token_the_model_lacks_says_what_it_shows():
+    """SmolLM2 has 30 layers x 9 heads: a link asking for layer 99, head 40 and token 5,000 is shown at
+    the nearest thing it has, and the page says so (it used to change them without a word)."""
+    from tests.conftest import app_test, texts
+
+    at = app_test("views/attention.py", query={"layer": "99", "head": "40", "token": "5000"})
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "The link asked for layer 99; 30 layers are numbered 0 to 29, so layer 29 is shown." in shown
+    assert "The link asked for head 40; this model has heads 0 to 8, so the mean over heads is shown." in shown
+    assert "The link asked for token 5,000" in shown

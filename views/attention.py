@@ -156,11 +156,25 @@ def _analysis(slot: str, model_id: str, text: str) -> attn.Analysis | None:
     return analysis
 
 
-def _settle(slot: str, a: attn.Analysis) -> None:
-    """Fill AUTO picks and clamp every pick into this model's ranges (before the widgets exist)."""
+def _settle(slot: str, a: attn.Analysis) -> list[str]:
+    """Fill AUTO picks and clamp every pick into this model's ranges (before the widgets exist).
+
+    Returns what had to change, in words: a link may ask for a layer, head or token this model does
+    not have, and the page says what it shows instead.
+    """
     m = a.maps
     ss = st.session_state
     kl, kh, kt, ks = (K.slot(n, slot) for n in ("layer", "head", "token", "start"))
+    notes = []
+    if ss[kl] != AUTO and not 0 <= int(ss[kl]) < m.num_layers:
+        notes.append(f"The link asked for layer {int(ss[kl]):,}; {m.num_layers} layers are numbered 0 to "
+                     f"{m.num_layers - 1}, so layer {min(max(int(ss[kl]), 0), m.num_layers - 1)} is shown.")
+    if ss[kh] not in (AUTO, MEAN) and not 0 <= int(ss[kh]) < m.num_heads:
+        notes.append(f"The link asked for head {int(ss[kh]):,}; this model has heads 0 to {m.num_heads - 1}, "
+                     "so the mean over heads is shown.")
+    if ss[kt] != AUTO and not 0 <= int(ss[kt]) < m.num_tokens:
+        notes.append(f"The link asked for token {int(ss[kt]):,}; the text has {m.num_tokens:,} tokens, "
+                     "so the token the page picks itself is shown.")
     size = min(ss[K.SIZE], m.num_tokens)
     if ss[kt] == AUTO or not 0 <= ss[kt] < m.num_tokens:
         found = attn.find_token(m, "it")
@@ -179,6 +193,7 @@ def _settle(slot: str, a: attn.Analysis) -> None:
     ss[ks] = start
     if not start <= ss[kt] < stop:  # keep the picked token inside the window
         ss[kt] = min(max(ss[kt], start), stop - 1)
+    return notes
 
 
 def _show(slot: str, model_id: str, text: str, narrow: bool) -> None:
@@ -187,7 +202,8 @@ def _show(slot: str, model_id: str, text: str, narrow: bool) -> None:
     a = _analysis(slot, model_id, text)
     if a is None:
         return
-    _settle(slot, a)
+    for note in _settle(slot, a):
+        st.info(note, icon=":material/info:")
     m, summary = a.maps, a.summary
     ss = st.session_state
     kl, kh, kt, ks = (K.slot(n, slot) for n in ("layer", "head", "token", "start"))
