@@ -14,7 +14,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from playground.errors import PlaygroundError
+from playground.errors import PlaygroundError, describe
 from playground.rag import browse
 
 
@@ -31,7 +31,7 @@ def browser(client, lock, key: str = "coll") -> None:
         with lock:
             summaries = browse.summaries(client)
     except PlaygroundError as exc:
-        st.error(str(exc))
+        st.error(describe(exc))
         return
     if not summaries:
         st.info("No collection yet: index some documents first.")
@@ -53,7 +53,7 @@ def browser(client, lock, key: str = "coll") -> None:
             with lock:
                 chunks = browse.source_chunks(client, name, source)
         except PlaygroundError as exc:
-            st.error(str(exc))
+            st.error(describe(exc))
             chunks = []
         if chunks:
             st.dataframe(pd.DataFrame([{"position": s.chunk.position, "start": s.chunk.start, "end": s.chunk.end,
@@ -70,7 +70,7 @@ def browser(client, lock, key: str = "coll") -> None:
                 st.session_state.pop(f"{key}_sure_source", None)
                 st.rerun()
             except PlaygroundError as exc:
-                st.error(str(exc))
+                st.error(describe(exc))
     typed = st.text_input(f"To delete the whole collection, type its name ({name})", key=f"{key}_confirm_name")
     if st.button("Delete this collection", key=f"{key}_delete_collection", disabled=typed.strip() != name):
         try:
@@ -80,4 +80,4 @@ def browser(client, lock, key: str = "coll") -> None:
             st.session_state.pop(f"{key}_confirm_name", None)
             st.rerun()
         except PlaygroundError as exc:
-            st.error(str(exc))
+            st.error(describe(exc))

@@ -91,10 +91,6 @@ class K:
     index_keep = "rag_index_keep"
     replace_ok = "rag_replace_ok"  # the documents' fingerprint whose replacing was confirmed
     chunks_memo = "rag_chunks_memo"
-    coll_pick = "rag_coll_pick"
-    coll_confirm = "rag_coll_confirm"
-    coll_delete = "rag_coll_delete"
-    coll_error = "rag_coll_error"
     question = "rag_question"
     method = "rag_method"
     top_k = "rag_top_k"
@@ -626,39 +622,14 @@ def indexing(db: Store, docs, chunked: Chunked) -> workspace.IndexState:
     return now
 
 
-def _delete_collection(db: Store) -> None:
-    name = ss[K.coll_pick]
-    try:
-        with db.lock:
-            store_core.delete_collection(db.client, name)
-        ss[K.message] = f"Deleted the collection {name!r}."
-        ss[K.coll_confirm] = False
-    except PlaygroundError as exc:
-        ss[K.coll_error] = describe(exc, secrets=(ss.get(K.api_key),))
-
-
 def collections(db: Store) -> None:
-    """Every collection in the store; deleting one needs its confirmation box ticked first."""
+    """The collection browser: what each collection holds (sources, chunk counts, embedder, chunking,
+    distance, size on disk, index state), the chunks of a source with their payloads, and deleting a
+    source or a whole collection, each after its own confirmation (components.collections)."""
+    from components.collections import browser
+
     with st.expander("Collections in this store"):
-        try:
-            with db.lock:
-                infos = store_core.list_collections(db.client)
-        except PlaygroundError as exc:
-            infos = []
-            fail(exc)
-        if infos:
-            st.dataframe([{"collection": i.name, "points": i.points, "dimensions": i.dim, "distance": i.distance,
-                           "embedder": i.meta.get("embedder", "?"),
-                           "chunking": (i.meta.get("chunking") or {}).get("method", "?")} for i in infos], hide_index=True)
-            c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
-            c1.selectbox("Collection", [i.name for i in infos], key=K.coll_pick)
-            c2.checkbox("Yes, delete its points", key=K.coll_confirm)
-            c3.button("Delete", key=K.coll_delete, on_click=_delete_collection, args=(db,),
-                      disabled=not ss.get(K.coll_confirm), icon=":material/delete:")
-        else:
-            st.caption("No collection yet.")
-        if ss.get(K.coll_error):
-            st.error(ss.pop(K.coll_error))
+        browser(db.client, db.lock, key="rag_browse")
 
 
 # --- 4. retrieval ------------------------------------------------------------------------------------------
