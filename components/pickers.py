@@ -54,6 +54,25 @@ def _endpoint_entries() -> list:
     return endpoints.listed_entries()
 
 
+def usable_generator(model_id: str) -> bool:
+    """A catalogue id that generates and can be reached now: a Hub id is checked when it loads, a
+    model on an endpoint needs that endpoint to be added (its models need not be listed yet)."""
+    try:
+        spec = get_model(model_id)
+    except PlaygroundError:
+        return False
+    if not spec.can_generate:
+        return False
+    if spec.engine == "remote":
+        from playground import endpoints
+
+        try:
+            endpoints.get_endpoint(spec.endpoint)
+        except PlaygroundError:
+            return False
+    return True
+
+
 def generators(variants: bool = True) -> list[str]:
     """Ids of the models that can generate text, on every engine."""
     return [s.id for s in catalogue(variants, engines=True) if s.can_generate]

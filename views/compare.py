@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import cache, state
+from components import pickers
 from components.pickers import generators, label
 from components import compare as view
 from components.format import human_bytes, human_count
@@ -124,6 +125,7 @@ keep_in_bounds("all")
 state.keep(K.models, K.ppl_text)
 if K.models not in st.session_state:
     wanted = [m.strip() for m in st.session_state[K.models_text].split(",") if m.strip()]
+    options.extend(m for m in wanted if m not in options and pickers.usable_generator(m))  # e.g. an endpoint's model
     unknown = [m for m in wanted if m not in options]
     if unknown:
         st.warning(f"The link asked to compare {', '.join(map(repr, unknown[:8]))}: not a model that generates in "
