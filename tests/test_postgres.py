@@ -29,7 +29,7 @@ from playground import experiments as ex
 from playground.database import MIGRATIONS, VERSION, Database
 from playground.errors import InputError, PlaygroundError
 from playground.experiments import Arm, Check, Experiment, ExperimentStore, InputRow, RunSettings
-from playground.generate import GenerationSettings
+from playground.generate import GenerationSettings, generate
 from playground.prompts import PromptVariant
 from tests.test_experiments import ROWS, SMOL, TINY, VARIANTS, ScriptedJudge
 
@@ -160,13 +160,27 @@ def test_a_real_run_saved_voted_judged_reopened_forked_and_deleted(place, smollm
 def test_a_model_that_fails_halfway_keeps_the_finished_cells(place, smollm2):
     store = ExperimentStore(**place)
     rows = (ROWS[0], InputRow({"question": "word " * 9000, "tone": "terse"}), ROWS[2])  # row 2 is too long
-    exp = Experiment("halfway", VARIANTS[:1], rows, TINY)
-    report = ex.run(exp, store, lambda m: smollm2)
-    assert (report.generated, report.failed) == (2, 1)
+    exp = Experiment("flaky", VARIANTS, rows, TINY)
+    calls = []
+
+    def flaky(*args):  # the real generation; the fifth call fails the way a crashing model does
+        calls.append(args)
+        if len(calls) == 5:
+            raise RuntimeError("simulated failure in the model")
+        return generate(*args)
+
+    with pytest.raises(PlaygroundError) as err:
+        ex.run(exp, store, lambda m: smollm2, generator=flaky)
+    assert "The 2 finished cell(s) are saved; 2 remain" in str(err.value)
     saved = ExperimentStore(**place).load(exp.id)
-    assert saved.cells[(0, "A", SMOL)].ok and saved.cells[(2, "A", SMOL)].ok
-    assert not saved.cells[(1, "A", SMOL)].ok and "tokens" in saved.cells[(1, "A", SMOL)].error
-    assert {i.id: i.cells for i in store.list()}[exp.id] == 2  # the list counts only cells with an output
+    assert {k: c.ok for k, c in saved.cells.items()} == {
+        (0, "A", SMOL): True, (0, "B", SMOL): True, (1, "A", SMOL): False, (1, "B", SMOL): False}
+    assert "8,192" in saved.cells[(1, "A", SMOL)].error
+    report = ex.run(saved, store, lambda m: smollm2)  # running again fills in only what is missing
+    assert (report.generated, report.failed, report.skipped) == (2, 2, 2)
+    assert sorted(k for k, c in store.load(exp.id).cells.items() if c.ok) == [
+        (0, "A", SMOL), (0, "B", SMOL), (2, "A", SMOL), (2, "B", SMOL)]
+    assert {i.id: i.cells for i in store.list()}[exp.id] == 4  # the list counts only cells with an output
 
 
 # --- two processes on one database --------------------------------------------------------------
@@ -263,9 +277,9 @@ CREATE TABLE verdicts (experiment_id TEXT NOT NULL REFERENCES experiments(id) ON
 """
 OLD_ROWS = [
     "INSERT INTO experiments VALUES ('e1', 'old one', NULL, 1700000000.5, 1700000100.25,"
-    " '[{\"name\": \"A\", \"template\": \"Say {x}\", \"system\": null, \"format\": \"f-string\"}]',"
+    " '[{\"name\": \"A\", \"template\": \"Say {x}\", \"system\": \"\", \"format\": \"f-string\"}]',"
     " '[{\"values\": {\"x\": \"hi\"}, \"reference\": \"hi\"}]',"
-    " '{\"models\": [\"smollm2-135m-instruct\"], \"generation\": {}}', '[]', 'Which is better?')",
+    " '{\"model_ids\": [\"smollm2-135m-instruct\"], \"generation\": {}}', '[]', 'Which is better?')",
     "INSERT INTO cells VALUES ('e1', 0, 'A', 'smollm2-135m-instruct', 'hi there', NULL, 'Say hi', 'Say hi', 2, 3,"
     " 0.5, 0.1, 'stop', NULL, '[]', 0.0, 0.5, NULL, 1700000050.0)",
     "INSERT INTO votes VALUES ('e1', 0, 'A@smollm2-135m-instruct|A@smollm2-135m-instruct', 'A',"
@@ -284,10 +298,12 @@ def _write_old(place):
     else:
         import psycopg
 
+        # No earlier version ran on PostgreSQL: a version-1 database there is what migration 1 builds
+        # (the same tables, "user" quoted, DOUBLE PRECISION times), with no schema_version table.
         with psycopg.connect(place["url"], autocommit=True) as con:
-            for stmt in OLD_SCHEMA.split(";"):
+            for stmt in MIGRATIONS[0].split(";"):
                 if stmt.strip():
-                    con.execute(stmt.replace(" user ", ' "user" '))  # "user" is reserved in PostgreSQL
+                    con.execute(stmt)
             for stmt in OLD_ROWS:
                 con.execute(stmt)
 
