@@ -1,6 +1,7 @@
 """The app's one database: an SQLite file by default, PostgreSQL when ``DATABASE_URL`` is set.
 
-Experiments (cells, votes, verdicts) and saved RAG setups live in it. One schema for both
+Experiments (cells, votes, verdicts) live in it; with DATABASE_URL, saved RAG setups and the
+endpoints too (on SQLite those keep their own files, `rag/setups.py` and `endpoints.py`). One schema for both
 engines, built by numbered migrations (`MIGRATIONS`) and recorded in a ``schema_version``
 table, so a database written by an older version of the app is upgraded in place the first
 time a newer one opens it, with nothing lost. The SQL is written once with ``?`` placeholders
@@ -37,6 +38,7 @@ from playground.secrets import redact
 ENV = "DATABASE_URL"
 SCHEMES = ("postgresql://", "postgres://")
 LOCK_ID = 15_2026  # the advisory lock that serialises migrations on PostgreSQL
+ENDPOINTS_LOCK = 15_2027  # ... and changes to the list of endpoints
 
 # Version 1: the experiments tables as the app wrote them before versions were recorded (an
 # SQLite database with these tables and no schema_version table is a version-1 database).
@@ -76,16 +78,21 @@ CREATE TABLE IF NOT EXISTS verdicts (
 );
 """
 
-# Version 2: saved RAG setups join the experiments (they had a file of their own), and the
-# list and the vote tally read by experiment without a scan.
+# Version 2: saved RAG setups and endpoints join the experiments (each had a file of its own;
+# on SQLite they keep it, these tables serve PostgreSQL), and the list reads in order of change.
 _V2 = """
 CREATE TABLE IF NOT EXISTS setups (name TEXT PRIMARY KEY, body TEXT NOT NULL, saved_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL, url TEXT NOT NULL,
+    key_env TEXT NOT NULL, timeout DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS experiments_by_updated ON experiments (updated);
 """
 
 MIGRATIONS: tuple[str, ...] = (_V1, _V2)  # MIGRATIONS[i] takes a database from version i to i + 1
 VERSION = len(MIGRATIONS)
 SCHEMA = "".join(MIGRATIONS)
+
+
+_SHARED: dict[tuple[str, str], Database] = {}
 
 
 def _statements(script: str) -> list[str]:
@@ -136,7 +143,10 @@ class Database:
         env = os.environ if environ is None else environ
         url = (env.get(ENV) or "").strip()
         if url:
-            return cls(url=url, label=label)
+            key = (url, label)
+            if key not in _SHARED:  # one object per URL: its schema is checked once per process
+                _SHARED[key] = cls(url=url, label=label)
+            return _SHARED[key]
         if default_path is None:
             from playground.paths import data_root
 

@@ -356,6 +356,41 @@ def test_saved_rag_setups_live_in_the_shared_database(pg_url, tmp_path, monkeypa
     assert setups.names() == []
 
 
+ADD_ENDPOINTS = r"""
+import sys, time
+sys.path.insert(0, {root!r})
+from playground import endpoints
+while time.time() < {start}:
+    time.sleep(0.001)
+for i in range(10):
+    endpoints.add_endpoint(f"{prefix}{{i}}", f"http://127.0.0.1:{{9000 + i}}", timeout=30)
+"""
+
+
+def test_endpoints_added_by_two_processes_at_once_are_all_kept_in_the_shared_database(pg_url, tmp_path, monkeypatch):
+    from playground import endpoints
+    from playground.errors import EndpointConfigError
+
+    monkeypatch.setenv("PLAYGROUND_DATA", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    start = time.time() + 2.5
+    procs = [subprocess.Popen([sys.executable, "-c", ADD_ENDPOINTS.format(root=ROOT, start=start, prefix=p)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in ("a", "b")]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    names = [e.name for e in endpoints.list_endpoints()]
+    assert sorted(names) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)])
+    assert [n for n in names if n[0] == "a"] == [f"a{i}" for i in range(10)]  # in the order each added them
+    assert endpoints.get_endpoint("b3").url == "http://127.0.0.1:9003/v1"
+    with pytest.raises(EndpointConfigError, match="exists already"):
+        endpoints.add_endpoint("a1", "http://127.0.0.1:1")
+    assert endpoints.update_endpoint("a1", timeout=5).timeout == 5 and endpoints.get_endpoint("a1").timeout == 5
+    assert endpoints.remove_endpoint("a1") and not endpoints.remove_endpoint("a1")
+    assert len(endpoints.list_endpoints()) == 19
+    assert not (tmp_path / endpoints.STORE_NAME).exists()  # nothing in this process's folder
+
+
 # --- the password stays out of messages -----------------------------------------------------------
 
 def test_a_wrong_password_or_a_dead_server_is_reported_without_the_password(pg_server):
