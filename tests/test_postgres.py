@@ -183,6 +183,20 @@ def test_a_model_that_fails_halfway_keeps_the_finished_cells(place, smollm2):
     assert {i.id: i.cells for i in store.list()}[exp.id] == 4  # the list counts only cells with an output
 
 
+def test_the_prompt_ab_page_end_to_end_on_postgresql(pg_url, tmp_path, monkeypatch):
+    """The page's own end-to-end test (run, vote, save, reopen from a link, rerun, open from the
+    list) with DATABASE_URL set: every experiment lands in PostgreSQL, none in the data folder."""
+    from tests import test_experiments
+
+    monkeypatch.setenv("PLAYGROUND_DATA", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    test_experiments.test_page_end_to_end_run_vote_save_reopen_rerun(tmp_path)
+    infos = ExperimentStore(url=pg_url).list()
+    assert sorted(i.name for i in infos) == ["page e2e (saved)", "page e2e (saved)"]  # the first and its rerun
+    assert [i.votes for i in infos if i.parent_id is None] == [1]
+    assert not (tmp_path / "experiments.sqlite3").exists()
+
+
 # --- two processes on one database --------------------------------------------------------------
 
 CHILD = r"""
