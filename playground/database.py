@@ -19,8 +19,8 @@ The URL may carry a password: it is shown only through `playground.secrets.redac
 What it leaves out: a connection pool (a loopback connection costs a few milliseconds, well
 under one generated token), and the Qdrant vectors (``QDRANT_URL``, see ``rag/store.py``).
 
->>> Database.from_env({}).kind
-'sqlite'
+>>> Database(url="postgresql://team:s3cret@db.example:5432/playground").where
+'postgresql://***@db.example:5432/playground'
 """
 
 from __future__ import annotations

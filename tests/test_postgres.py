@@ -366,6 +366,7 @@ def test_saved_rag_setups_live_in_the_shared_database(pg_url, tmp_path, monkeypa
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "['team setup'] True"  # another process sees it
     assert not (tmp_path / "rag_setups.sqlite").exists()  # nothing in this process's folder
+    assert setups.where().startswith("the shared database postgresql://***@127.0.0.1:") and DB_PASSWORD not in setups.where()
     setups.delete("team setup")
     assert setups.names() == []
 

@@ -41,6 +41,13 @@ def db_path() -> Path:
     return data_root() / "rag_setups.sqlite"
 
 
+def where() -> str:
+    """Where saved setups live, for a caption: the shared database (its URL masked) or the file's name."""
+    if (os.environ.get(ENV) or "").strip():
+        return f"the shared database {Database.from_env(label='setups').where}"
+    return f"{db_path().name} under the data folder"
+
+
 def _connect(path: Path | None = None) -> sqlite3.Connection:
     p = Path(path) if path else db_path()
     try:
