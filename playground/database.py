@@ -78,9 +78,23 @@ CREATE TABLE IF NOT EXISTS verdicts (
 );
 """
 
-# Version 2: saved RAG setups and endpoints join the experiments (each had a file of its own;
-# on SQLite they keep it, these tables serve PostgreSQL), and the list reads in order of change.
+# Version 2: a vote belongs to a voter (one per browser session), so two people voting on one
+# row both count: votes gets a voter column in its key (the table is rebuilt, as SQLite cannot
+# change a primary key; the votes already cast become voter ""). Saved RAG setups and endpoints
+# join the experiments (each had a file of its own; on SQLite they keep it, these tables serve
+# PostgreSQL), and the list reads in order of change.
 _V2 = """
+CREATE TABLE votes_v2 (
+    experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    "row" INTEGER NOT NULL, pair TEXT NOT NULL, voter TEXT NOT NULL DEFAULT '',
+    a_variant TEXT NOT NULL, a_model TEXT NOT NULL, b_variant TEXT NOT NULL, b_model TEXT NOT NULL,
+    choice TEXT NOT NULL, blind INTEGER NOT NULL, created DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (experiment_id, "row", pair, voter)
+);
+INSERT INTO votes_v2 (experiment_id, "row", pair, voter, a_variant, a_model, b_variant, b_model, choice, blind, created)
+    SELECT experiment_id, "row", pair, '', a_variant, a_model, b_variant, b_model, choice, blind, created FROM votes;
+DROP TABLE votes;
+ALTER TABLE votes_v2 RENAME TO votes;
 CREATE TABLE IF NOT EXISTS setups (name TEXT PRIMARY KEY, body TEXT NOT NULL, saved_at DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS endpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL, url TEXT NOT NULL,
     key_env TEXT NOT NULL, timeout DOUBLE PRECISION NOT NULL);

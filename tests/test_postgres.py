@@ -135,7 +135,8 @@ def test_a_real_run_saved_voted_judged_reopened_forked_and_deleted(place, smollm
     # voting again on a row replaces that vote (one per row and pair), on both engines
     a, b = ex.shown_pair(exp, 0, x, y, blind=True)
     ex.vote(exp, 0, a, b, "both bad", blind=True, store=store)
-    assert store.load(exp.id).votes[(0, ex.pair_key(x, y))].choice == "both bad"
+    assert store.load(exp.id).votes[(0, ex.pair_key(x, y), "")].choice == "both bad"
+    assert len(store.load(exp.id).votes) == 3
 
     # a fork reruns only the edited template, the parent stands
     edited = (VARIANTS[0], PromptVariant("B", "{{question}} Answer with one word.", system="You are {{tone}}.",
@@ -202,15 +203,15 @@ def test_the_prompt_ab_page_end_to_end_on_postgresql(pg_url, tmp_path, monkeypat
 CHILD = r"""
 import sys, time, json
 sys.path.insert(0, {root!r})
-from playground.experiments import ExperimentStore, Arm, Vote
-from playground.experiments.votes import pair_key
+from playground import experiments as ex
+from playground.experiments import ExperimentStore
 store = ExperimentStore()  # from DATABASE_URL, as the app does
 exp = store.load({exp_id!r})
 x, y = exp.arms
 while time.time() < {start}:
     time.sleep(0.001)
-for row in {rows!r}:
-    store.save_vote(exp.id, Vote(row, x, y, {choice!r}, False, time.time()), pair_key(x, y))
+for row in range(len(exp.rows)):  # the same rows as the other process, at the same moment
+    ex.vote(exp, row, x, y, {choice!r}, False, store, voter={voter!r})
 print(json.dumps(len(exp.cells)))
 """
 
@@ -233,19 +234,21 @@ def test_two_processes_share_experiments_and_every_vote_counts(pg_url):
     exp = _experiment_with_cells(40)
     ExperimentStore(url=pg_url).create(exp)  # saved by this process ...
     env = dict(os.environ, DATABASE_URL=pg_url, OMP_WAIT_POLICY="PASSIVE")
-    start = time.time() + 3.0  # both children vote at this moment
-    halves = (list(range(0, 40, 2)), list(range(1, 40, 2)))
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD.format(root=ROOT, exp_id=exp.id, start=start, rows=rows,
+    start = time.time() + 3.0  # both children vote at this moment, on the same 40 rows
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD.format(root=ROOT, exp_id=exp.id, start=start, voter=voter,
                                                                    choice=choice)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rows, choice in zip(halves, ("A", "B"))]
+             for voter, choice in (("ann", "A"), ("bob", "B"))]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     assert [json.loads(o[0]) for o in outs] == [80, 80]  # ... opens, with its cells, in two others
-    votes = ExperimentStore(url=pg_url).load(exp.id).votes
-    assert len(votes) == 40  # all counted
-    assert sorted(r for (r, _), v in votes.items() if v.choice == "A") == halves[0]
-    assert sorted(r for (r, _), v in votes.items() if v.choice == "B") == halves[1]
+    reopened = ExperimentStore(url=pg_url).load(exp.id)
+    assert len(reopened.votes) == 80  # every vote counted: two per row
+    x, y = reopened.arms
+    for row in range(40):
+        assert (ex.vote_for(reopened, row, x, y, "ann").choice, ex.vote_for(reopened, row, x, y, "bob").choice) == ("A", "B")
+    rates = {s.arm: s for s in ex.summarize(reopened)}
+    assert (rates[x].human.wins, rates[x].human.losses, rates[y].human.wins, rates[y].human.n) == (40, 40, 40, 80)
 
 
 def test_concurrent_votes_from_threads_on_both_engines(place):
@@ -258,12 +261,18 @@ def test_concurrent_votes_from_threads_on_both_engines(place):
     x, y = exp.arms
     stores = [ExperimentStore(**place) for _ in range(3)]  # three "processes'" stores
 
-    def cast(row):
-        stores[row % 3].save_vote(exp.id, Vote(row, x, y, "tie", False, time.time()), ex.pair_key(x, y))
+    def cast(i):  # 3 voters x 30 rows, and each voter's first vote on a row cast twice (the second replaces it)
+        row, voter = i % 30, f"v{i // 30 % 3}"
+        choice = "tie" if i < 90 else "A"
+        stores[i % 3].save_vote(exp.id, Vote(row, x, y, choice, False, time.time(), voter), ex.pair_key(x, y))
 
     with ThreadPoolExecutor(6) as pool:
-        list(pool.map(cast, range(30)))
-    assert sorted(r for r, _ in ExperimentStore(**place).load(exp.id).votes) == list(range(30))
+        list(pool.map(cast, range(90)))
+        list(pool.map(cast, range(90, 120)))  # voter v0 again on every row
+    votes = ExperimentStore(**place).load(exp.id).votes
+    assert len(votes) == 90 and sorted({r for r, *_ in votes}) == list(range(30))
+    assert sorted(v.choice for (_, _, voter), v in votes.items() if voter == "v0") == ["A"] * 30
+    assert {v.choice for (_, _, voter), v in votes.items() if voter != "v0"} == {"tie"}
 
 
 # --- migrations -----------------------------------------------------------------------------------
@@ -331,7 +340,10 @@ def test_a_database_of_the_previous_schema_is_upgraded_in_place(place):
     assert old.variants[0].template == "Say {x}" and old.rows[0].reference == "hi"
     cell = old.cells[(0, "A", SMOL)]
     assert (cell.output, cell.user, cell.f1, cell.cosine) == ("hi there", "Say hi", 0.5, None)
-    assert [v.choice for v in old.votes.values()] == ["tie"]
+    assert [(v.choice, v.voter) for v in old.votes.values()] == [("tie", "")]  # the vote cast before voters
+    arm = Arm("A", SMOL)
+    store.save_vote("e1", ex.model.Vote(0, arm, arm, "A", True, 1700000070.0, "s1"), f"{arm.key}|{arm.key}")
+    assert sorted((v.voter, v.choice) for v in store.load("e1").votes.values()) == [("", "tie"), ("s1", "A")]
     # the upgraded database takes new writes of every kind, and opening it again changes nothing
     exp = _experiment_with_cells(2)
     store.create(exp)

@@ -4,9 +4,9 @@ Experiments with templates, inputs, settings, outputs, scores, votes and verdict
 load, create (a fork with what it holds), save, delete. Each call opens its own short
 connection and writes in one transaction, so one store is shared by threads and sessions,
 and several app processes share one PostgreSQL database: every cell, vote and verdict is its
-own row keyed by (experiment, row, pair...), written with an atomic upsert, so two people
-voting on one experiment at once both have their votes counted (a person voting again on the
-same row and pair replaces their vote, as in `votes.vote`).
+own row keyed by (experiment, row, pair, voter...), written with an atomic upsert, so two people
+voting on one experiment at once, even on the same row, both have their votes counted (a voter
+voting again on the same row and pair replaces their own vote, as in `votes.vote`).
 
 What it leaves out: the engines and their SQL differences, and the migrations (`playground.database`).
 """
@@ -35,8 +35,8 @@ from playground.prompts import PromptVariant
 CELL_COLUMNS = ("experiment_id", "row", "variant", "model_id", "output", "system", "user", "prompt", "new_tokens",
                 "prompt_tokens", "seconds", "first_token_seconds", "finish_reason", "error", "checks", "exact", "f1",
                 "cosine", "created")
-VOTE_COLUMNS = ("experiment_id", "row", "pair", "a_variant", "a_model", "b_variant", "b_model", "choice", "blind",
-                "created")
+VOTE_COLUMNS = ("experiment_id", "row", "pair", "voter", "a_variant", "a_model", "b_variant", "b_model", "choice",
+                "blind", "created")
 VERDICT_COLUMNS = ("experiment_id", "row", "pair", "judge_model", "x_variant", "x_model", "y_variant", "y_model",
                    "first_choice", "first_reason", "first_text", "second_choice", "second_reason", "second_text",
                    "created")
@@ -51,7 +51,7 @@ def _upsert(table: str, columns: tuple[str, ...], keys: int) -> str:
 
 
 _CELL_SQL = _upsert("cells", CELL_COLUMNS, 4)
-_VOTE_SQL = _upsert("votes", VOTE_COLUMNS, 3)
+_VOTE_SQL = _upsert("votes", VOTE_COLUMNS, 4)
 _VERDICT_SQL = _upsert("verdicts", VERDICT_COLUMNS, 4)
 
 
@@ -132,7 +132,7 @@ class ExperimentStore:
         """Save a new experiment with whatever cells, votes and verdicts it already holds (a fork)."""
         self.save(exp)
         self.save_cells(exp.id, exp.cells.values())
-        for (row, key), v in exp.votes.items():
+        for (row, key, *_), v in exp.votes.items():
             self.save_vote(exp.id, v, key)
         for (row, key, _), v in exp.verdicts.items():
             self.save_verdict(exp.id, v, key)
@@ -160,8 +160,8 @@ class ExperimentStore:
         with self._connect() as con:
             self._require(con, exp_id)
             con.execute(_VOTE_SQL,
-                        (exp_id, v.row, pair, v.a.variant, v.a.model_id, v.b.variant, v.b.model_id, v.choice,
-                         int(v.blind), v.created))
+                        (exp_id, v.row, pair, v.voter, v.a.variant, v.a.model_id, v.b.variant, v.b.model_id,
+                         v.choice, int(v.blind), v.created))
 
     def save_verdict(self, exp_id: str, v: JudgeVerdict, pair: str) -> None:
         with self._connect() as con:
@@ -202,9 +202,9 @@ class ExperimentStore:
                             exact=c["exact"], f1=c["f1"], cosine=c["cosine"], created=c["created"])
                 exp.cells[(cell.row, cell.variant, cell.model_id)] = cell
             for v in con.execute("SELECT * FROM votes WHERE experiment_id=? ORDER BY created", (exp_id,)):
-                exp.votes[(v["row"], v["pair"])] = Vote(v["row"], Arm(v["a_variant"], v["a_model"]),
-                                                        Arm(v["b_variant"], v["b_model"]), v["choice"],
-                                                        bool(v["blind"]), v["created"])
+                exp.votes[(v["row"], v["pair"], v["voter"])] = Vote(
+                    v["row"], Arm(v["a_variant"], v["a_model"]), Arm(v["b_variant"], v["b_model"]), v["choice"],
+                    bool(v["blind"]), v["created"], v["voter"])
             for v in con.execute("SELECT * FROM verdicts WHERE experiment_id=? ORDER BY created", (exp_id,)):
                 exp.verdicts[(v["row"], v["pair"], v["judge_model"])] = JudgeVerdict(
                     v["row"], Arm(v["x_variant"], v["x_model"]), Arm(v["y_variant"], v["y_model"]), v["judge_model"],
