@@ -609,13 +609,14 @@ def vote_tab(exp: core.Experiment) -> None:
     if ss.get(K.vote_row) not in votable:
         first = core.next_row(exp, x, y, votable, voter=ss[K.voter])
         ss[K.vote_row] = votable[0] if first is None else first
+    me = ss[K.voter]  # read here: the row picker's format_func below may run outside the script
     voted = sum(core.vote_for(exp, i, x, y) is not None for i in votable)
-    yours = sum(core.vote_for(exp, i, x, y, ss[K.voter]) is not None for i in votable)
+    yours = sum(core.vote_for(exp, i, x, y, me) is not None for i in votable)
     st.progress(voted / len(votable),
                 text=f"Voted on {voted} of {len(votable)} rows for this pair ({yours} by you; every person's vote counts)")
     st.selectbox("Row", votable, key=K.vote_row, format_func=lambda i: f"Row {i + 1}: "
                  f"{view.short(' · '.join(str(v) for v in exp.rows[i].values.values()), 70)}"
-                 f"{'  ✓ voted' if core.vote_for(exp, i, x, y, ss[K.voter]) else ''}")
+                 f"{'  ✓ voted' if core.vote_for(exp, i, x, y, me) else ''}")
     row = ss[K.vote_row]
     blind = ss[K.blind]
     shown_a, shown_b = core.shown_pair(exp, row, x, y, blind)
@@ -631,7 +632,7 @@ def vote_tab(exp: core.Experiment) -> None:
     for col, choice in zip(buttons, core.VOTE_CHOICES, strict=True):
         col.button(view.CHOICE_LABELS[choice], key=f"ab_vote_{choice.replace(' ', '_')}", width="stretch",
                    on_click=on_vote, args=(exp.id, row, shown_a, shown_b, choice, blind, votable, x, y))
-    mine = core.vote_for(exp, row, x, y, ss[K.voter])
+    mine = core.vote_for(exp, row, x, y, me)
     if mine is not None:
         if mine.winner is None:
             said = mine.choice
