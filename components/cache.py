@@ -62,17 +62,27 @@ def any_model(model_id: str, _progress=None) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _experiment_store(path: str):
+def _experiment_store(place: str, _url: str | None = None):
+    """`place` is the SQLite path, or a hash of the database URL (the URL may carry a password,
+    so it is never a cache key; `_url` is not hashed)."""
     from playground.experiments import ExperimentStore
 
-    return ExperimentStore(path)
+    return ExperimentStore(url=_url) if _url else ExperimentStore(place)
 
 
 def experiment_store():
-    """The experiments database (SQLite under data_root()). The store holds no data and each
-    call opens its own connection, so one object serves every session safely."""
+    """The experiments database: PostgreSQL when DATABASE_URL is set (shared by every app process),
+    else SQLite under data_root(). The store holds no data and each call opens its own connection,
+    so one object serves every session safely."""
+    import hashlib
+    import os
+
+    from playground.database import ENV
     from playground.paths import data_root
 
+    url = (os.environ.get(ENV) or "").strip()
+    if url:
+        return _experiment_store("postgresql:" + hashlib.sha256(url.encode()).hexdigest(), url)
     return _experiment_store(str(data_root() / "experiments.sqlite3"))
 
 

@@ -13,6 +13,7 @@ cell details, diff, summary charts: components/experiments.py).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import streamlit as st
@@ -73,6 +74,7 @@ class K:
     blind = "ab_blind"
     pair = "ab_pair"
     vote_row = "ab_vote_row"
+    voter = "ab_voter"  # this browser session's voter id: its votes replace one another, others' add up
     judge_model = "ab_judge_model"
     judge_tokens = "ab_judge_tokens"
     judge_run = "ab_judge_run"
@@ -108,7 +110,7 @@ def defaults() -> dict:
         K.paste: "", K.input_msg: None, K.checks: view.check_records(EXAMPLE_CHECKS), K.checks_ver: 0,
         K.checks_current: None, K.models: [default_model()], K.max_tokens: 24, K.temperature: 0.0, K.chat: True,
         K.gen_extra: {}, K.confirm: False, K.flash: None, K.blind: True, K.judge_model: DEFAULT_CHAT_MODEL,
-        K.judge_tokens: 48, K.rubric: core.DEFAULT_RUBRIC, K.show_prompt: False,
+        K.judge_tokens: 48, K.rubric: core.DEFAULT_RUBRIC, K.show_prompt: False, K.voter: uuid.uuid4().hex[:16],
     }
     for i, (fmt, system, template) in enumerate(EXAMPLES):
         d.update({K.tpl("fmt", i): fmt, K.tpl("sys", i): system, K.tpl("tpl", i): template})
@@ -206,11 +208,11 @@ def on_vote(exp_id: str, row: int, a: core.Arm, b: core.Arm, choice: str, blind:
     ss = st.session_state
     try:
         exp = store().load(exp_id)
-        core.vote(exp, row, a, b, choice, blind, store())
+        core.vote(exp, row, a, b, choice, blind, store(), voter=ss[K.voter])
     except Exception as exc:  # noqa: BLE001 - shown with describe(), never a traceback
         ss[K.flash] = ("error", describe(exc))
         return
-    later = core.next_row(exp, x, y, rows, after=row)
+    later = core.next_row(exp, x, y, rows, after=row, voter=ss[K.voter])
     if later is not None:
         ss[K.vote_row] = later
 
@@ -605,13 +607,16 @@ def vote_tab(exp: core.Experiment) -> None:
         st.info("No row has outputs from both templates yet.")
         return
     if ss.get(K.vote_row) not in votable:
-        first = core.next_row(exp, x, y, votable)
+        first = core.next_row(exp, x, y, votable, voter=ss[K.voter])
         ss[K.vote_row] = votable[0] if first is None else first
+    me = ss[K.voter]  # read here: the row picker's format_func below may run outside the script
     voted = sum(core.vote_for(exp, i, x, y) is not None for i in votable)
-    st.progress(voted / len(votable), text=f"Voted on {voted} of {len(votable)} rows for this pair")
+    yours = sum(core.vote_for(exp, i, x, y, me) is not None for i in votable)
+    st.progress(voted / len(votable),
+                text=f"Voted on {voted} of {len(votable)} rows for this pair ({yours} by you; every person's vote counts)")
     st.selectbox("Row", votable, key=K.vote_row, format_func=lambda i: f"Row {i + 1}: "
                  f"{view.short(' · '.join(str(v) for v in exp.rows[i].values.values()), 70)}"
-                 f"{'  ✓ voted' if core.vote_for(exp, i, x, y) else ''}")
+                 f"{'  ✓ voted' if core.vote_for(exp, i, x, y, me) else ''}")
     row = ss[K.vote_row]
     blind = ss[K.blind]
     shown_a, shown_b = core.shown_pair(exp, row, x, y, blind)
@@ -627,7 +632,7 @@ def vote_tab(exp: core.Experiment) -> None:
     for col, choice in zip(buttons, core.VOTE_CHOICES, strict=True):
         col.button(view.CHOICE_LABELS[choice], key=f"ab_vote_{choice.replace(' ', '_')}", width="stretch",
                    on_click=on_vote, args=(exp.id, row, shown_a, shown_b, choice, blind, votable, x, y))
-    mine = core.vote_for(exp, row, x, y)
+    mine = core.vote_for(exp, row, x, y, me)
     if mine is not None:
         if mine.winner is None:
             said = mine.choice

@@ -335,7 +335,7 @@ def saved_setups() -> list[setups_core.SavedSetup]:
     """Save, load and delete named setups; replacing or deleting one asks first. Returns the saved ones."""
     with st.expander("Saved setups", icon=":material/bookmarks:", expanded=bool(ss.get(K.setup_ask))):
         st.caption("A setup is every choice below (chunking, embedder, distance, retrieval, model, template). "
-                   f"Saved in {setups_core.db_path().name} under the data folder: they survive a restart.")
+                   f"Saved in {setups_core.where()}: they survive a restart.")
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         c1.text_input("Name", key=K.setup_name, placeholder="e.g. hybrid, 500 characters",
                       help=limit_help("setup_name"))

@@ -3,7 +3,10 @@
 An endpoint is a name, a base URL, optionally the *name* of an environment variable that holds
 its key, and a timeout. They are kept in ``$PLAYGROUND_DATA/endpoints.json``, written atomically
 (a temporary file in the same folder, then a rename) under a file lock, so two app processes
-adding at once do not lose one another's endpoint.
+adding at once do not lose one another's endpoint. When ``DATABASE_URL`` is set they live in that
+PostgreSQL database instead (its ``endpoints`` table, see `playground.database`), so every app
+process behind a load balancer sees the same list; a change is one transaction under an advisory
+lock.
 
 What is stored is URLs, variable names and timeouts: **never a key**. A key either lives in the
 environment variable the endpoint names, or is typed for one browser session and passed to
@@ -30,6 +33,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -145,8 +149,30 @@ def store_path() -> Path:
     return data_root() / STORE_NAME
 
 
+def _database():
+    """The shared database when DATABASE_URL is set, else None (the JSON file)."""
+    from playground.database import ENV, Database
+
+    return Database.from_env(label="endpoints") if (os.environ.get(ENV) or "").strip() else None
+
+
+_tx = threading.local()  # the open transaction of `_locked()` on the shared database, per thread
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
+    db = _database()
+    if db is not None:
+        from playground.database import ENDPOINTS_LOCK
+
+        with db.connect() as con:
+            con.execute("SELECT pg_advisory_xact_lock(?)", (ENDPOINTS_LOCK,))
+            _tx.con = con
+            try:
+                yield
+            finally:
+                _tx.con = None
+        return
     lock = data_root() / f".{STORE_NAME}.lock"
     with open(lock, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -156,7 +182,18 @@ def _locked() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _read_db(con) -> list[Endpoint]:
+    rows = con.execute("SELECT name, url, key_env, timeout FROM endpoints ORDER BY position").fetchall()
+    return [Endpoint(name=r["name"], url=r["url"], key_env=r["key_env"], timeout=float(r["timeout"])) for r in rows]
+
+
 def _read() -> list[Endpoint]:
+    if getattr(_tx, "con", None) is not None:
+        return _read_db(_tx.con)
+    db = _database()
+    if db is not None:
+        with db.connect() as con:
+            return _read_db(con)
     path = store_path()
     if not path.is_file():
         return []
@@ -174,6 +211,12 @@ def _read() -> list[Endpoint]:
 
 
 def _write(endpoints: list[Endpoint]) -> None:
+    con = getattr(_tx, "con", None)
+    if con is not None:  # inside `_locked()` on the shared database: the whole list, in its transaction
+        con.execute("DELETE FROM endpoints")
+        con.executemany("INSERT INTO endpoints (name, position, url, key_env, timeout) VALUES (?, ?, ?, ?, ?)",
+                        [(e.name, i, e.url, e.key_env, e.timeout) for i, e in enumerate(endpoints)])
+        return
     path = store_path()
     data = {"version": STORE_VERSION,
             "endpoints": [{k: v for k, v in asdict(e).items()} for e in endpoints]}

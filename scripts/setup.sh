@@ -21,6 +21,15 @@ if [[ $DEV == 1 ]] && ! { [[ -x /usr/bin/chromium ]] && dpkg -s fonts-noto-color
     fonts-noto-color-emoji fonts-noto-cjk >/dev/null
 fi
 
+# PostgreSQL for the shared-store tests (tests/test_postgres.py starts its own cluster from
+# /usr/lib/postgresql/<version>/bin on a loopback port; no server is enabled or started here).
+if [[ $DEV == 1 ]] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  say "installing PostgreSQL for the shared-store tests (apt)"
+  SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
 # --- the venv ----------------------------------------------------------------------
 if ! [[ -x .venv/bin/python ]]; then
   say "creating .venv"

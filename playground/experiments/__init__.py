@@ -13,7 +13,7 @@ import X` is the way in:
 - `judge`: a judge model asked in both orders;
 - `stats`: `summarize`, win rates with Wilson intervals;
 - `export`: CSV and JSON;
-- `store`: `ExperimentStore`, the SQLite database;
+- `store`: `ExperimentStore`, SQLite by default, PostgreSQL with DATABASE_URL (`playground.database`);
 - `flow`: what the Prompt A/B page asks for in one call (`prepare`, table bookkeeping).
 
 What it leaves out: rendering (components/experiments.py), the model cache (the page passes a

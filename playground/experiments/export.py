@@ -80,7 +80,7 @@ def _cell_dict(c: Cell) -> dict:
 
 
 def _vote_dict(v: Vote) -> dict:
-    return {"row": v.row, "a": v.a.key, "b": v.b.key, "choice": v.choice, "blind": v.blind, "created": v.created,
+    return {"row": v.row, "voter": v.voter, "a": v.a.key, "b": v.b.key, "choice": v.choice, "blind": v.blind, "created": v.created,
             "winner": v.winner.key if v.winner else None}
 
 

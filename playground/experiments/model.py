@@ -129,6 +129,7 @@ class Vote:
     choice: str  # "A" | "B" | "tie" | "both bad"
     blind: bool = True
     created: float = 0.0
+    voter: str = ""  # who voted: the page's id for one browser session; "" from a notebook
 
     @property
     def winner(self) -> Arm | None:
@@ -212,7 +213,7 @@ class Experiment:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     cells: dict[tuple[int, str, str], Cell] = field(default_factory=dict)
-    votes: dict[tuple[int, str], Vote] = field(default_factory=dict)  # (row, pair key) -> vote
+    votes: dict[tuple[int, str, str], Vote] = field(default_factory=dict)  # (row, pair key, voter) -> vote
     verdicts: dict[tuple[int, str, str], JudgeVerdict] = field(default_factory=dict)  # (row, pair, judge)
 
     @property

@@ -1,10 +1,14 @@
-"""The experiment store: an embedded SQLite database under `playground.paths.data_root()`.
+"""The experiment store: SQLite under `playground.paths.data_root()`, or PostgreSQL when DATABASE_URL is set.
 
 Experiments with templates, inputs, settings, outputs, scores, votes and verdicts; list,
 load, create (a fork with what it holds), save, delete. Each call opens its own short
-connection, so one store is shared by threads and sessions.
+connection and writes in one transaction, so one store is shared by threads and sessions,
+and several app processes share one PostgreSQL database: every cell, vote and verdict is its
+own row keyed by (experiment, row, pair, voter...), written with an atomic upsert, so two people
+voting on one experiment at once, even on the same row, both have their votes counted (a voter
+voting again on the same row and pair replaces their own vote, as in `votes.vote`).
 
-What it leaves out: PostgreSQL (DATABASE_URL) and migrations between schema versions.
+What it leaves out: the engines and their SQL differences, and the migrations (`playground.database`).
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.errors import InputError, PlaygroundError
+from playground.database import SCHEMA, Database  # noqa: F401  (SCHEMA: re-exported by the package)
+from playground.errors import InputError
 from playground.experiments.checks import Check
 from playground.experiments.model import (
     Arm, Cell, Experiment, InputRow, JudgeVerdict, RawVerdict, Vote, _row_dict, _settings_dict, _settings_from,
@@ -27,36 +31,27 @@ from playground.experiments.model import (
 from playground.prompts import PromptVariant
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS experiments (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, parent_id TEXT, created REAL NOT NULL, updated REAL NOT NULL,
-    variants TEXT NOT NULL, rows TEXT NOT NULL, settings TEXT NOT NULL, checks TEXT NOT NULL, rubric TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cells (
-    experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
-    row INTEGER NOT NULL, variant TEXT NOT NULL, model_id TEXT NOT NULL,
-    output TEXT NOT NULL, system TEXT, user TEXT NOT NULL, prompt TEXT NOT NULL,
-    new_tokens INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, seconds REAL NOT NULL,
-    first_token_seconds REAL NOT NULL, finish_reason TEXT NOT NULL, error TEXT,
-    checks TEXT NOT NULL, exact REAL, f1 REAL, cosine REAL, created REAL NOT NULL,
-    PRIMARY KEY (experiment_id, row, variant, model_id)
-);
-CREATE TABLE IF NOT EXISTS votes (
-    experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
-    row INTEGER NOT NULL, pair TEXT NOT NULL,
-    a_variant TEXT NOT NULL, a_model TEXT NOT NULL, b_variant TEXT NOT NULL, b_model TEXT NOT NULL,
-    choice TEXT NOT NULL, blind INTEGER NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (experiment_id, row, pair)
-);
-CREATE TABLE IF NOT EXISTS verdicts (
-    experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
-    row INTEGER NOT NULL, pair TEXT NOT NULL, judge_model TEXT NOT NULL,
-    x_variant TEXT NOT NULL, x_model TEXT NOT NULL, y_variant TEXT NOT NULL, y_model TEXT NOT NULL,
-    first_choice TEXT NOT NULL, first_reason TEXT NOT NULL, first_text TEXT NOT NULL,
-    second_choice TEXT NOT NULL, second_reason TEXT NOT NULL, second_text TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (experiment_id, row, pair, judge_model)
-);
-"""
+CELL_COLUMNS = ("experiment_id", "row", "variant", "model_id", "output", "system", "user", "prompt", "new_tokens",
+                "prompt_tokens", "seconds", "first_token_seconds", "finish_reason", "error", "checks", "exact", "f1",
+                "cosine", "created")
+VOTE_COLUMNS = ("experiment_id", "row", "pair", "voter", "a_variant", "a_model", "b_variant", "b_model", "choice",
+                "blind", "created")
+VERDICT_COLUMNS = ("experiment_id", "row", "pair", "judge_model", "x_variant", "x_model", "y_variant", "y_model",
+                   "first_choice", "first_reason", "first_text", "second_choice", "second_reason", "second_text",
+                   "created")
+
+
+def _upsert(table: str, columns: tuple[str, ...], keys: int) -> str:
+    """INSERT ... ON CONFLICT (the first `keys` columns) DO UPDATE: one statement, atomic on both engines."""
+    q = [f'"{c}"' for c in columns]
+    sets = ", ".join(f"{c}=excluded.{c}" for c in q[keys:])
+    return (f"INSERT INTO {table} ({', '.join(q)}) VALUES ({', '.join('?' * len(q))})"
+            f" ON CONFLICT ({', '.join(q[:keys])}) DO UPDATE SET {sets}")
+
+
+_CELL_SQL = _upsert("cells", CELL_COLUMNS, 4)
+_VOTE_SQL = _upsert("votes", VOTE_COLUMNS, 4)
+_VERDICT_SQL = _upsert("verdicts", VERDICT_COLUMNS, 4)
 
 
 @dataclass(frozen=True)
@@ -76,48 +71,45 @@ class ExperimentInfo:
 
 
 class ExperimentStore:
-    """Experiments in an SQLite file (default: data_root()/experiments.sqlite3).
+    """Experiments in an SQLite file (default: data_root()/experiments.sqlite3) or, with a `url` or
+    DATABASE_URL (and no `path`), in PostgreSQL.
 
-    Each call opens its own short connection (and makes sure the tables exist), so one store
-    can be shared by threads and sessions; SQLite serialises the writes. The object holds no
-    data, only one idle connection that keeps the write-ahead log attached (see __init__).
+    Each call opens its own short connection (and makes sure the schema is at its version), so one
+    store can be shared by threads, sessions and processes. The object holds no data; on SQLite,
+    only one idle connection that keeps the write-ahead log attached (see __init__).
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        if path is None:
-            from playground.paths import data_root
+    def __init__(self, path: str | Path | None = None, url: str | None = None) -> None:
+        if path is not None:
+            self.db = Database(path=path, label="experiments")
+        elif url is not None:
+            self.db = Database(url=url, label="experiments")
+        else:
+            self.db = Database.from_env(label="experiments")
+        self.path = self.db.path  # None on PostgreSQL
+        self._keeper = None
+        if self.db.kind == "sqlite":
+            with self._connect() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+            # One idle connection held open keeps the WAL attached, so the short connections below do
+            # not each checkpoint and fsync on close: a saved cell costs under a millisecond, not ~25.
+            self._keeper = sqlite3.connect(self.path, check_same_thread=False)
+            self._keeper.execute("SELECT COUNT(*) FROM experiments").fetchone()
+        else:
+            with self._connect() as con:  # fails now, with a message, if the server cannot be reached
+                con.execute("SELECT COUNT(*) FROM experiments").fetchone()
 
-            path = data_root() / "experiments.sqlite3"
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-        # One idle connection held open keeps the WAL attached, so the short connections below do
-        # not each checkpoint and fsync on close: a saved cell costs under a millisecond, not ~25.
-        self._keeper = sqlite3.connect(self.path, check_same_thread=False)
-        self._keeper.execute("SELECT COUNT(*) FROM experiments").fetchone()
+    @property
+    def where(self) -> str:
+        """The file, or the database URL with its password masked."""
+        return self.db.where
 
     def close(self) -> None:
-        self._keeper.close()
+        if self._keeper is not None:
+            self._keeper.close()
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            con = sqlite3.connect(self.path, timeout=30)
-        except sqlite3.Error as exc:
-            raise PlaygroundError(f"The experiments database {self.path} cannot be opened: {exc}.") from exc
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA foreign_keys=ON")
-            con.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across an app crash, one fsync less per cell
-            con.executescript(SCHEMA)  # IF NOT EXISTS: a new or deleted file gets its tables back
-            with con:  # a transaction: committed on success, rolled back on error
-                yield con
-        except sqlite3.DatabaseError as exc:
-            raise PlaygroundError(f"The experiments database {self.path} failed: {exc}. "
-                                  "If the file is damaged, move it away and the app starts a new one.") from exc
-        finally:
-            con.close()
+    def _connect(self):
+        return self.db.connect()
 
     # writing
     def save(self, exp: Experiment) -> None:
@@ -139,7 +131,7 @@ class ExperimentStore:
         """Save a new experiment with whatever cells, votes and verdicts it already holds (a fork)."""
         self.save(exp)
         self.save_cells(exp.id, exp.cells.values())
-        for (row, key), v in exp.votes.items():
+        for (row, key, *_), v in exp.votes.items():
             self.save_vote(exp.id, v, key)
         for (row, key, _), v in exp.verdicts.items():
             self.save_verdict(exp.id, v, key)
@@ -155,25 +147,25 @@ class ExperimentStore:
             return
         with self._connect() as con:
             self._require(con, exp_id)
-            con.executemany("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            con.executemany(_CELL_SQL, rows)
             con.execute("UPDATE experiments SET updated=? WHERE id=?", (time.time(), exp_id))
 
-    def _require(self, con: sqlite3.Connection, exp_id: str) -> None:
+    def _require(self, con, exp_id: str) -> None:
         if con.execute("SELECT 1 FROM experiments WHERE id=?", (exp_id,)).fetchone() is None:
-            raise InputError(f"Experiment '{exp_id}' is no longer in {self.path} (deleted, or the file was replaced): "
+            raise InputError(f"Experiment '{exp_id}' is no longer in {self.where} (deleted, or the file was replaced): "
                              "press Save to store it again.")
 
     def save_vote(self, exp_id: str, v: Vote, pair: str) -> None:
         with self._connect() as con:
             self._require(con, exp_id)
-            con.execute("INSERT OR REPLACE INTO votes VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (exp_id, v.row, pair, v.a.variant, v.a.model_id, v.b.variant, v.b.model_id, v.choice,
-                         int(v.blind), v.created))
+            con.execute(_VOTE_SQL,
+                        (exp_id, v.row, pair, v.voter, v.a.variant, v.a.model_id, v.b.variant, v.b.model_id,
+                         v.choice, int(v.blind), v.created))
 
     def save_verdict(self, exp_id: str, v: JudgeVerdict, pair: str) -> None:
         with self._connect() as con:
             self._require(con, exp_id)
-            con.execute("INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            con.execute(_VERDICT_SQL,
                         (exp_id, v.row, pair, v.judge_model, v.x.variant, v.x.model_id, v.y.variant, v.y.model_id,
                          v.first.choice, v.first.reason, v.first.text, v.second.choice, v.second.reason,
                          v.second.text, v.created))
@@ -192,7 +184,7 @@ class ExperimentStore:
         with self._connect() as con:
             e = con.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
             if e is None:
-                raise InputError(f"There is no saved experiment with id '{exp_id}' (in {self.path}).")
+                raise InputError(f"There is no saved experiment with id '{exp_id}' (in {self.where}).")
             exp = Experiment(
                 name=e["name"], id=e["id"], parent_id=e["parent_id"], created=e["created"], updated=e["updated"],
                 variants=tuple(PromptVariant(**v) for v in json.loads(e["variants"])),
@@ -200,7 +192,7 @@ class ExperimentStore:
                 settings=_settings_from(json.loads(e["settings"])),
                 checks=tuple(Check(**c) for c in json.loads(e["checks"])), rubric=e["rubric"],
             )
-            for c in con.execute("SELECT * FROM cells WHERE experiment_id=? ORDER BY row", (exp_id,)):
+            for c in con.execute("SELECT * FROM cells WHERE experiment_id=? ORDER BY \"row\"", (exp_id,)):
                 cell = Cell(row=c["row"], variant=c["variant"], model_id=c["model_id"], output=c["output"],
                             system=c["system"], user=c["user"], prompt=c["prompt"], new_tokens=c["new_tokens"],
                             prompt_tokens=c["prompt_tokens"], seconds=c["seconds"],
@@ -209,9 +201,9 @@ class ExperimentStore:
                             exact=c["exact"], f1=c["f1"], cosine=c["cosine"], created=c["created"])
                 exp.cells[(cell.row, cell.variant, cell.model_id)] = cell
             for v in con.execute("SELECT * FROM votes WHERE experiment_id=? ORDER BY created", (exp_id,)):
-                exp.votes[(v["row"], v["pair"])] = Vote(v["row"], Arm(v["a_variant"], v["a_model"]),
-                                                        Arm(v["b_variant"], v["b_model"]), v["choice"],
-                                                        bool(v["blind"]), v["created"])
+                exp.votes[(v["row"], v["pair"], v["voter"])] = Vote(
+                    v["row"], Arm(v["a_variant"], v["a_model"]), Arm(v["b_variant"], v["b_model"]), v["choice"],
+                    bool(v["blind"]), v["created"], v["voter"])
             for v in con.execute("SELECT * FROM verdicts WHERE experiment_id=? ORDER BY created", (exp_id,)):
                 exp.verdicts[(v["row"], v["pair"], v["judge_model"])] = JudgeVerdict(
                     v["row"], Arm(v["x_variant"], v["x_model"]), Arm(v["y_variant"], v["y_model"]), v["judge_model"],

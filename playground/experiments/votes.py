@@ -1,6 +1,9 @@
 """Human votes: which of two outputs for a row, shown as A and B, is better.
 
-A vote is A / B / tie / both bad, for one row and one pair of arms; voting again replaces it.
+A vote is A / B / tie / both bad, for one row and one pair of arms, by one voter (the page gives
+each browser session an id; a notebook votes as ""): voting again replaces your vote, and the
+votes of several people on one row all count (two people voting on one experiment at once, from
+two app processes, both land).
 In blind mode which arm shows as "A" is a stable pseudo-random choice per (experiment, row,
 pair) (`blind_swap`): the same row always shows the same way, in every session, and about
 half the rows show each way. `next_row` picks the row to vote on next.
@@ -47,8 +50,8 @@ def shown_pair(exp: Experiment, row: int, x: Arm, y: Arm, blind: bool) -> tuple[
 
 
 def vote(exp: Experiment, row: int, a: Arm, b: Arm, choice: str, blind: bool,
-         store: ExperimentStore | None = None) -> Vote:
-    """Record (or replace) the vote on this row for the pair a, b. choice: A | B | tie | both bad."""
+         store: ExperimentStore | None = None, voter: str = "") -> Vote:
+    """Record (or replace) `voter`'s vote on this row for the pair a, b. choice: A | B | tie | both bad."""
     if choice not in VOTE_CHOICES:
         raise InputError(f"A vote is one of {', '.join(VOTE_CHOICES)} (got {choice!r}).")
     if not 0 <= row < len(exp.rows):
@@ -57,15 +60,20 @@ def vote(exp: Experiment, row: int, a: Arm, b: Arm, choice: str, blind: bool,
         c = exp.cell(row, arm)
         if c is None or not c.ok:
             raise InputError(f"Row {row + 1} has no output for {exp.arm_label(arm)} yet: run the experiment first.")
-    v = Vote(row, a, b, choice, blind, time.time())
-    exp.votes[(row, pair_key(*_canonical(exp, a, b)))] = v
+    v = Vote(row, a, b, choice, blind, time.time(), voter)
+    exp.votes[(row, pair_key(*_canonical(exp, a, b)), voter)] = v
     if store is not None:
         store.save_vote(exp.id, v, pair_key(*_canonical(exp, a, b)))
     return v
 
 
-def vote_for(exp: Experiment, row: int, x: Arm, y: Arm) -> Vote | None:
-    return exp.votes.get((row, pair_key(*_canonical(exp, x, y))))
+def vote_for(exp: Experiment, row: int, x: Arm, y: Arm, voter: str | None = None) -> Vote | None:
+    """`voter`'s vote on this row for the pair; with voter=None, the latest vote by anyone."""
+    pair = pair_key(*_canonical(exp, x, y))
+    if voter is not None:
+        return exp.votes.get((row, pair, voter))
+    found = [v for (r, p, _), v in exp.votes.items() if r == row and p == pair]
+    return max(found, key=lambda v: v.created) if found else None
 
 
 def votable_rows(exp: Experiment, x: Arm, y: Arm) -> list[int]:
@@ -73,11 +81,13 @@ def votable_rows(exp: Experiment, x: Arm, y: Arm) -> list[int]:
     return [i for i in range(len(exp.rows)) if all((c := exp.cell(i, arm)) is not None and c.ok for arm in (x, y))]
 
 
-def next_row(exp: Experiment, x: Arm, y: Arm, rows: Sequence[int], after: int | None = None) -> int | None:
+def next_row(exp: Experiment, x: Arm, y: Arm, rows: Sequence[int], after: int | None = None,
+             voter: str | None = None) -> int | None:
     """The row to vote on next: the first of `rows` after `after` (wrapping round) with no vote for
-    this pair yet; with after=None, the first unvoted row. None when every row has a vote."""
+    this pair yet (by `voter`; by anyone with voter=None); with after=None, the first unvoted row.
+    None when every row has a vote."""
     rows = list(rows)
     if after is not None and after in rows:
         i = rows.index(after)
         rows = rows[i + 1:] + rows[:i]
-    return next((r for r in rows if vote_for(exp, r, x, y) is None), None)
+    return next((r for r in rows if vote_for(exp, r, x, y, voter) is None), None)
