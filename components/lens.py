@@ -41,7 +41,7 @@ class K:
 
 
 PICK = links.Number(AUTO, 1_000_000, integer=True)  # a position or token id: checked against this text and model below
-URL = {K.TEXT: Link("text", links.Text()), K.MODEL: Link("model", links.Model("generate", engine="hidden_states")),
+URL = {K.TEXT: Link("text", links.Text()), K.MODEL: Link("model_a", links.Model("generate", engine="hidden_states")),
        K.START: Link("start", links.Number(0, core.MAX_TOKENS.value, integer=True)), K.POSITION: Link("position", PICK),
        K.TOKEN: Link("token", PICK), K.TYPED: Link("typed", links.Text(100))}
 WINDOW = int(core.LensSettings().window)
