@@ -35,15 +35,18 @@ class K:
     POSITION = "lens_position"
     TOKEN = "lens_token"
     TYPED = "lens_typed"
+    SCALE = "lens_scale"
     # not widgets
     RESULT = "lens_result"
     SIDEBAR_SEEN = "lens_sidebar_seen"
 
 
+SCALES = ("linear", "log")
 PICK = links.Number(AUTO, 1_000_000, integer=True)  # a position or token id: checked against this text and model below
 URL = {K.TEXT: Link("text", links.Text()), K.MODEL: Link("model_a", links.Model("generate", engine="hidden_states")),
        K.START: Link("start", links.Number(0, core.MAX_TOKENS.value, integer=True)), K.POSITION: Link("position", PICK),
-       K.TOKEN: Link("token", PICK), K.TYPED: Link("typed", links.Text(100))}
+       K.TOKEN: Link("token", PICK), K.TYPED: Link("typed", links.Text(100)),
+       K.SCALE: Link("scale", links.Choice(SCALES))}
 WINDOW = int(core.LensSettings().window)
 ss = st.session_state
 
@@ -57,7 +60,8 @@ def start() -> None:
     side = state.current_model()
     opts = options()
     first = side if side in opts else DEFAULT_CHAT_MODEL
-    state.init({K.TEXT: core.DEFAULT_TEXT, K.MODEL: first, K.START: 0, K.POSITION: AUTO, K.TOKEN: AUTO, K.TYPED: ""}, URL)
+    state.init({K.TEXT: core.DEFAULT_TEXT, K.MODEL: first, K.START: 0, K.POSITION: AUTO, K.TOKEN: AUTO, K.TYPED: "",
+                K.SCALE: "linear"}, URL)
     if ss.get(K.SIDEBAR_SEEN) != side:  # follow the sidebar when it changes to a model the lens can read
         if K.SIDEBAR_SEEN in ss and side in opts:
             ss[K.MODEL] = side
@@ -178,7 +182,7 @@ def position(lm, lens: core.LogitLens) -> None:
     st.subheader("One position through the layers")
     first, stop = int(ss[K.START]), min(int(ss[K.START]) + WINDOW, lens.num_tokens)
     labels = lens.labels
-    c1, c2, c3 = st.columns([3, 3, 2])
+    c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
     c1.selectbox("Position", list(range(first, stop)), key=K.POSITION,
                  format_func=lambda i: f"·{i}  {visible(labels[i])}  → {visible(lens.top_texts[-1][i])}",
                  help="The prediction after this token (the positions the grid shows).")
@@ -191,6 +195,8 @@ def position(lm, lens: core.LogitLens) -> None:
                  format_func=lambda i: visible(lm.tokenizer.decode([i])) + ("  (the final prediction)" if i == final_id else ""),
                  help="The output layer's top tokens here, then each layer's own top token.")
     c3.text_input("Or type a token", key=K.TYPED, max_chars=100, help="Its first token is followed, e.g. ' London'.")
+    c4.radio("Probability axis", SCALES, key=K.SCALE, horizontal=True,
+             help="A log axis shows the small probabilities of early layers.")
     picked = int(ss[K.TOKEN])
     if ss[K.TYPED]:
         try:
@@ -201,7 +207,7 @@ def position(lm, lens: core.LogitLens) -> None:
             st.error(describe(exc))
     final = core.follow(lm, lens, pos, final_id)
     other = core.follow(lm, lens, pos, picked) if picked != final_id else None
-    st.plotly_chart(trajectory_figure(lens, final, other), key="lens_trajectory", config={"displayModeBar": False})
+    st.plotly_chart(trajectory_figure(lens, final, other, ss[K.SCALE]), key="lens_trajectory", config={"displayModeBar": False})
     settled = lens.first_row_with_final(pos)
     st.markdown(
         f"After **·{pos} {visible(labels[pos])}** the model predicts **{visible(final.text)}** "
@@ -221,10 +227,15 @@ def finish() -> None:
 # --- figures ----------------------------------------------------------------------------------
 
 
+def _esc(text: str) -> str:
+    """Text safe for plotly, which reads it as HTML ('<bos>' would vanish); quotes stay as they are."""
+    return html.escape(text, quote=False)
+
+
 def _cell(text: str, limit: int = 9) -> str:
     shown = visible(text)
     shown = shown if len(shown) <= limit else shown[: limit - 1] + "…"
-    return html.escape(shown)  # plotly reads text as HTML: '<bos>' would vanish
+    return _esc(shown)
 
 
 def grid_figure(lens: core.LogitLens, first: int, stop: int, position: int | None = None) -> go.Figure:
@@ -233,11 +244,11 @@ def grid_figure(lens: core.LogitLens, first: int, stop: int, position: int | Non
     cols = list(range(first, stop))
     rows = [lens.row_name(r) for r in range(lens.num_rows)]
     text = [[_cell(lens.top_texts[r][c]) for c in cols] for r in range(lens.num_rows)]
-    hover = [[f"after ·{c} {html.escape(visible(lens.labels[c]))}<br>{rows[r]} predicts "
-              f"{html.escape(visible(lens.top_texts[r][c]))} ({pct(float(lens.top_probs[r, c]))})<br>"
-              f"the final prediction {html.escape(visible(lens.top_texts[-1][c]))}: {pct(float(lens.final_probs[r, c]))}"
+    hover = [[f"after ·{c} {_esc(visible(lens.labels[c]))}<br>{rows[r]} predicts "
+              f"{_esc(visible(lens.top_texts[r][c]))} ({pct(float(lens.top_probs[r, c]))})<br>"
+              f"the final prediction {_esc(visible(lens.top_texts[-1][c]))}: {pct(float(lens.final_probs[r, c]))}"
               for c in cols] for r in range(lens.num_rows)]
-    x = [f"·{c} {html.escape(visible(lens.labels[c]))[:12]}" for c in cols]
+    x = [f"·{c} {_esc(visible(lens.labels[c]))[:12]}" for c in cols]
     fig = go.Figure(go.Heatmap(z=z, x=x, y=rows, text=text, texttemplate="%{text}", textfont=dict(size=10),
                                hovertext=hover, hovertemplate="%{hovertext}<extra></extra>", zmin=0, zmax=1,
                                colorscale="Blues", colorbar=dict(title="p", thickness=10, len=0.6), name="lens"))
@@ -250,7 +261,8 @@ def grid_figure(lens: core.LogitLens, first: int, stop: int, position: int | Non
     return fig
 
 
-def trajectory_figure(lens: core.LogitLens, final: core.Trajectory, other: core.Trajectory | None) -> go.Figure:
+def trajectory_figure(lens: core.LogitLens, final: core.Trajectory, other: core.Trajectory | None,
+                      scale: str = "linear") -> go.Figure:
     """Probability through the rows at one position: the final prediction and the picked token."""
     rows = [lens.row_name(r) for r in range(lens.num_rows)]
     fig = go.Figure()
@@ -259,11 +271,12 @@ def trajectory_figure(lens: core.LogitLens, final: core.Trajectory, other: core.
             continue
         fig.add_trace(go.Scatter(
             x=list(range(lens.num_rows)), y=tr.probs.tolist(), mode="lines+markers", line=dict(color=colour),
-            name=html.escape(visible(tr.text)) + (" (final prediction)" if tr is final else ""),
+            name=_esc(visible(tr.text)) + (" (final prediction)" if tr is final else ""),
             customdata=[[rows[r], int(tr.ranks[r])] for r in range(lens.num_rows)],
-            hovertemplate="%{customdata[0]}: %{y:.1%}, rank %{customdata[1]:,}<extra>" + html.escape(visible(tr.text)) + "</extra>",
+            hovertemplate="%{customdata[0]}: %{y:.1%}, rank %{customdata[1]:,}<extra>" + _esc(visible(tr.text)) + "</extra>",
         ))
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(title="probability", range=[0, 1.02]),
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(title="probability", range=[0, 1.02]) if scale == "linear" else
+                      dict(title="probability (log)", type="log", range=[-7, 0.05]),
                       xaxis=dict(title="layer (0 = embeddings)", dtick=max(1, lens.num_rows // 15)),
                       legend=dict(orientation="h", y=1.1))
     return fig

@@ -196,6 +196,10 @@ def test_page_grid_position_token_and_model(smollm2, gemma):
     assert "**␣London**:" in texts(at)
     assert lens.RUNS == runs, "pickers re-render from the kept lens"
     assert at.query_params["typed"] in ([" London"], " London")
+    at.radio(key="lens_scale").set_value("log").run()
+    fig = _figure(at, "lens_trajectory")
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    np.testing.assert_allclose(fig["data"][1]["y"], lens.follow(smollm2, want, len(ids) - 1, london).probs.numpy(), atol=1e-6)
 
     # Gemma: its own rows, its own prediction
     at.text_input(key="lens_typed").set_value("").run()
@@ -244,6 +248,6 @@ def test_lens_page_in_chromium(app_url, page):
     wait_idle(page)
     content = page.content()
     assert "31 rows" in content and "Paris" in content
-    page.set_viewport_size({"width": 1400, "height": 2000})
+    page.set_viewport_size({"width": 1400, "height": 2700})
     page.wait_for_timeout(1500)
     screenshot(page, "lens")
