@@ -28,9 +28,11 @@ A model whose logits neither reproduces (one that scales its logits in a way not
 refused with a CapabilityError rather than shown wrong.
 
 What it leaves out: encoders (no next token), the tuned lens (a learned map per layer), the
-llama.cpp and remote engines (no hidden states), and rendering (components.lens). With the
-dynamic int8 variant the unembedding quantizes each block of rows at once, so its probabilities
-differ from the model's own by about 1e-3.
+llama.cpp and remote engines (no hidden states), and rendering (components.lens). The dynamic
+int8 variants quantize the head's input per call, so the same position gets a different
+distribution alone than among others (0.54 against 0.46 for SmolLM2's top token on the default
+text); their rows go through the head one at a time, as the Next token page's one-position pass
+does, which matches that page exactly and is slower.
 """
 
 from __future__ import annotations
@@ -147,6 +149,18 @@ def _parts(model) -> tuple[torch.nn.Module, torch.nn.Module, str]:
         f"{type(model).__name__} has no final norm where the logit lens looks (its decoder's "
         f"{', '.join(NORM_NAMES)}): the lens covers Llama, Gemma, Mistral, Qwen, Phi, GPT-2 and OPT-style models."
     )
+
+
+def _quantized(head) -> bool:
+    """A dynamically quantized head (the int8 variants): its weight is packed, not a tensor."""
+    return not isinstance(getattr(head, "weight", None), torch.Tensor)
+
+
+def _block(head, vocab: int, block_bytes: int = BLOCK_BYTES) -> int:
+    """Rows per call of the head: as many as fit in `block_bytes` of float32 logits. Dynamic int8
+    quantizes each call's input as a whole, so there it is one row per call, as the Next token page's
+    one-position pass does, and the last row is that page's distribution exactly."""
+    return 1 if _quantized(head) else max(1, block_bytes // (4 * vocab))
 
 
 def _softcap(model) -> float | None:
@@ -280,7 +294,7 @@ def logit_lens(lm: LoadedModel, input_ids: Sequence[int] | torch.Tensor, track: 
         states = torch.stack([norm(h[0]) for h in hidden[:-1]] + [last if output_was_normed else norm(last)])  # (L+1, T, H)
         del hidden, out
         rows_n, t, h = states.shape
-        block = max(1, block_bytes // (4 * vocab))
+        block = _block(head, vocab, block_bytes)
         done = [0]
         total = rows_n * t
 
@@ -339,7 +353,7 @@ def follow(lm: LoadedModel, lens: LogitLens, position: int, token_id: int) -> Tr
     rows = lens.states[:, position]  # (L+1, H)
     with torch.no_grad():
         _, _, p, rank = _reduce(head, rows, torch.full((rows.shape[0], 1), int(token_id)), lens.softcap,
-                                max(1, BLOCK_BYTES // (4 * vocab)), ranks=True)
+                                _block(head, vocab), ranks=True)
     return Trajectory(position, int(token_id), lm.tokenizer.decode([int(token_id)]), p[:, 0].clone(), rank[:, 0].clone())
 
 

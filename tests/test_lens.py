@@ -111,6 +111,26 @@ def test_a_last_hidden_state_before_the_norm_is_normed(smollm2):
     _check_equals_model(lm, ids, result, direct_probs(lm, ids), [lens.token_of(lm, " Paris")[0]])
 
 
+@pytest.mark.parametrize("variant", ["smollm2-135m-instruct:bf16", "smollm2-135m-instruct:int8"])
+def test_precision_variants_end_on_the_next_token_pages_distribution(variant):
+    """bf16 runs the head in bf16; int8 quantizes the head's input per call, so its rows go one at a time.
+    Dynamic int8 scales every layer's input by the whole text's range, so an earlier position of the
+    text is not the same as that prefix alone: for int8 only the last position is compared."""
+    from playground.loading import load_causal_lm
+
+    lm = load_causal_lm(variant)
+    ids = lens.encode(lm, SHORT)
+    paris = lens.token_of(lm, " Paris")[0]
+    result = lens.logit_lens(lm, ids, track=[paris])
+    for t in (len(ids) - 1,) if variant.endswith("int8") else (len(ids) - 1, 3):
+        dist = passes.next_token_distribution(lm, ids[: t + 1]).probs()
+        assert int(result.top_ids[-1, t]) == int(dist.argmax())
+        assert abs(float(result.top_probs[-1, t]) - float(dist.max())) < 1e-4
+        assert abs(float(result.tracked_probs[0, -1, t]) - float(dist[paris])) < 1e-4
+    tr = lens.follow(lm, result, len(ids) - 1, paris)
+    assert abs(float(tr.probs[-1]) - float(result.tracked_probs[0, -1, -1])) < 1e-5
+
+
 def test_any_causal_lm_gpt2_with_ln_f(smollm2):
     """A GPT-2 (random weights, made here) keeps its final norm as transformer.ln_f."""
     from transformers import GPT2Config, GPT2LMHeadModel
