@@ -125,10 +125,11 @@ def compute(model_id: str) -> tuple[object, core.LogitLens]:
         return lm, held[1]
     ss.pop(K.RESULT, None)  # free the old states before making new ones
     try:
-        with st.status(f"Running {lm.spec.label} once and reading every layer…", expanded=False) as status:
+        with st.status(f"Running {lm.spec.label} once and reading every layer…", expanded=True) as status:
             bar = st.progress(0.0)
             result = core.run(lm, text, progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
-            status.update(label=f"{result.num_rows} rows × {result.num_tokens} positions read", state="complete")
+            status.update(label=f"{result.num_rows} rows × {result.num_tokens} positions read", state="complete",
+                          expanded=False)
     except PlaygroundError as exc:
         st.error(describe(exc))
         st.stop()
@@ -201,8 +202,7 @@ def position(lm, lens: core.LogitLens) -> None:
     if ss[K.TYPED]:
         try:
             picked, note = core.token_of(lm, ss[K.TYPED])
-            if note:
-                st.caption(note)
+            st.caption((note + " " if note else "") + "The typed token is followed; empty the box to use the picker.")
         except PlaygroundError as exc:
             st.error(describe(exc))
     final = core.follow(lm, lens, pos, final_id)
