@@ -268,6 +268,14 @@ def test_lens_page_in_chromium(app_url, page):
     wait_idle(page)
     content = page.content()
     assert "31 rows" in content and "Paris" in content
+    # type a token to follow: the line chart gets its line and the page says where it stands
+    box = page.get_by_role("textbox", name="Or type a token")
+    box.fill(" London")
+    box.press("Enter")
+    page.get_by_text("The typed token is followed").wait_for()
+    wait_idle(page)
+    assert "␣London" in page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="at the output").inner_text()
+    page.wait_for_function("() => location.href.includes('typed=')")
     page.set_viewport_size({"width": 1400, "height": 2700})
     page.wait_for_timeout(1500)
     screenshot(page, "lens")
