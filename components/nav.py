@@ -13,6 +13,8 @@ PAGES = [
      "See exactly what the model sees: pieces, ids, bytes, special tokens, chat templates, tokenizers side by side."),
     ("views/next_token.py", "Next token", ":material/casino:",
      "The probability of every next token, and how temperature, top-k, top-p and min-p reshape it, step by step."),
+    ("views/lens.py", "Logit lens", ":material/layers:",
+     "What every layer would predict at every position, and where the model's answer forms."),
     ("views/attention.py", "Attention", ":material/grid_on:",
      "Which tokens each token looks at, layer by layer and head by head."),
     ("views/compare.py", "Compare models", ":material/compare:",
