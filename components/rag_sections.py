@@ -771,8 +771,13 @@ def embedding_space(db: Store, chunked: Chunked, found: Retrieved) -> None:
         if ss[K.show_space]:
             try:
                 with db.lock:
-                    proj = project(db.client, chunked.setup.index.collection, found.retrieval)
-                st.plotly_chart(view.pca_figure(proj, found.retrieval.question), key="rag_pca")
+                    points = store_core.count(db.client, chunked.setup.index.collection)
+                    proj = project(db.client, chunked.setup.index.collection, found.retrieval) if points >= 3 else None
+                if proj is None:  # one short text makes one or two chunks: nothing to map yet, and no fault
+                    st.info(f"The map of the collection needs at least 3 chunks; it holds {points}. "
+                            "Index more text to see it.", icon=":material/info:")
+                else:
+                    st.plotly_chart(view.pca_figure(proj, found.retrieval.question), key="rag_pca")
             except PlaygroundError as exc:
                 fail(exc)
 

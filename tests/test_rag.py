@@ -525,7 +525,14 @@ def _fine(at) -> None:
 
 
 def test_page_end_to_end_sample_corpus_index_ask_ab_evaluate():
+    from components import cache
+    from playground.rag.pipeline import Setup
     from tests.conftest import app_test, texts
+
+    client, lock = cache.qdrant()  # start from an empty default collection, whatever ran before
+    with lock:
+        if store.exists(client, Setup().index.collection):
+            store.delete_collection(client, Setup().index.collection)
 
     at = app_test(PAGE, query={"topics_mode": "Choose topics", "topics": PAGE_TOPICS, "max_new": "24"}, timeout=600)
     _fine(at)
