@@ -68,7 +68,10 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   else
     say "building llama.cpp (llama-cpp-python) from source: about 9 minutes the first time on 2 cores"
   fi
-  pipi -r requirements-llama.txt -c requirements.txt  # never moves a pinned package
+  # the pins of requirements.txt as constraints, so it never moves a pinned package (constraints take no extras)
+  CONSTRAINTS="$(mktemp)"; sed -E 's/\[[^]]*\]//' requirements.txt > "$CONSTRAINTS"
+  pipi -r requirements-llama.txt -c "$CONSTRAINTS"
+  rm -f "$CONSTRAINTS"
 fi
 
 # --- bundled models: GGUF -> safetensors cache, once ------------------------------
