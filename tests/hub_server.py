@@ -121,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
-    # -- helpers --
+    # -- writing the answers --
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False) -> None:
         self.send_response(status)
         for k, v in (headers or {}).items():
