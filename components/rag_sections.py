@@ -54,7 +54,6 @@ from playground.rag.pipeline import (
     compare,
     evaluate,
     finish as finish_answer,
-    index,
     parse_questions,
     project,
 )
@@ -89,6 +88,8 @@ class K:
     index_ask = "rag_index_ask"  # (collection, message): indexing would replace text; asking first
     index_replace = "rag_index_replace"
     index_keep = "rag_index_keep"
+    index_stop = "rag_index_stop"
+    index_run = "rag_index_run"  # where a running indexing is (collection, file i of n): what a stop left says
     replace_ok = "rag_replace_ok"  # the documents' fingerprint whose replacing was confirmed
     chunks_memo = "rag_chunks_memo"
     question = "rag_question"
@@ -374,6 +375,30 @@ def saved_setups() -> list[setups_core.SavedSetup]:
 # --- 1. documents ------------------------------------------------------------------------------------
 
 
+def uploaded_documents(files: list[tuple[str, bytes]]) -> tuple[list[docs_core.Document], list[str]]:
+    """The documents of uploaded files, a .zip opened into its files (folders kept in the names);
+    and, for each file or .zip that could not be read, why (the others go on)."""
+    from playground.rag.ingest import files_from_zip
+
+    docs: list[docs_core.Document] = []
+    skipped: list[str] = []
+    for name, data in files:
+        try:
+            inner = files_from_zip(data, name) if name.lower().endswith(".zip") else [(name, data)]
+        except PlaygroundError as exc:
+            skipped.append(describe(exc))
+            continue
+        for fname, fdata in inner:
+            try:
+                doc = docs_core.load_bytes(fname, fdata)
+            except PlaygroundError as exc:
+                why, base = describe(exc), fname.rsplit("/", 1)[-1]
+                skipped.append(fname + why[len(base):] if base != fname and why.startswith(base) else why)
+                continue
+            docs.append(doc if doc.source == fname else docs_core.Document(fname, doc.text, doc.kind, doc.pages))
+    return docs_core.unique_sources(docs), skipped
+
+
 def documents() -> list[docs_core.Document]:
     """The documents to index (sample topics, uploads or pasted text); stops the page when there are none."""
     st.header("1 · Documents", divider="gray")
@@ -392,15 +417,16 @@ def documents() -> list[docs_core.Document]:
         else:
             docs = docs_core.sample_corpus()
     elif mode == UPLOAD:
-        files = st.file_uploader("Files (txt, md, pdf, html; up to 50 MB each)",
-                                 type=["txt", "md", "markdown", "pdf", "html", "htm"],
-                                 accept_multiple_files=True, key=K.uploads)
-        for f in files or []:
-            try:
-                docs.append(docs_core.load_bytes(f.name, f.getvalue()))
-            except PlaygroundError as exc:
-                fail(exc)  # this file is skipped; the others, and the index, stay as they are
-        docs = docs_core.unique_sources(docs)
+        files = st.file_uploader("Files, or a .zip of them (txt, md, pdf, html; up to 50 MB an upload)",
+                                 type=["txt", "md", "markdown", "pdf", "html", "htm", "zip"],
+                                 accept_multiple_files=True, key=K.uploads,
+                                 help="Pick many files at once, or one .zip of a folder: its folders stay in the "
+                                      "source names (docs/intro.md). A file that cannot be read is named and skipped.")
+        docs, skipped = uploaded_documents([(f.name, f.getvalue()) for f in files or []])
+        if skipped:
+            st.warning(f"{len(skipped):,} file(s) skipped; the others are used:\n\n"
+                       + "\n".join(f"- {m}" for m in skipped[:20])
+                       + (f"\n- … and {len(skipped) - 20:,} more" if len(skipped) > 20 else ""), icon=":material/warning:")
     else:
         c1, c2 = st.columns([1, 4])
         c1.text_input("Name", key=K.paste_name, help=limit_help("paste_name", "The source name passages cite."))
@@ -435,6 +461,7 @@ def _on_method_change(method_key: str, size_key: str, overlap_key: str) -> None:
 
 def chunk_widgets(keys: tuple[str, str, str], container, percentile_key: str | None = None) -> ChunkSettings:
     method_key, size_key, overlap_key = keys
+    state.redraw(method_key, size_key, overlap_key)
     b_size, b_overlap = bounds(ChunkSettings, "size"), bounds(ChunkSettings, "overlap")
     c1, c2, c3 = container.columns([2, 1, 1])
     c1.selectbox("Splitter", list(CHUNK_METHODS), key=method_key, format_func=CHUNK_METHODS.get,
@@ -556,25 +583,62 @@ def store(cat: Catalogue) -> Store:
 
 
 def run_index(db: Store, spec: IndexSpec, docs, chunk_list, title: str, replace_text: bool = False):
-    """Index with a progress bar; the report, or None after saying why (a replace to confirm, or an error)."""
+    """Index with progress per file and overall, and a Stop button; the report, or None after saying
+    why (a replace to confirm, an error, or a stop).
+
+    Chunks go through playground.rag.ingest in batches: a stop (or any click that reruns the page)
+    keeps every batch written, and the next Index embeds only what is missing (ids are content hashes).
+    """
+    from playground.rag.ingest import ingest_chunks
+    from playground.rag.pipeline import IndexReport, replaced, replace_message
+
     model = cache.embedder(spec.embedder)
-    tok = cache.tokenizer(spec.embedder)
+    try:
+        with db.lock:
+            gone = replaced(db.client, spec.collection, chunk_list)
+            existed = store_core.exists(db.client, spec.collection)
+    except PlaygroundError as exc:
+        fail(exc)
+        return None
+    if gone and not replace_text:
+        ss[K.index_ask] = (spec.collection, replace_message(spec.collection, gone))
+        return None
+    groups: dict[str, list] = {}
+    for c in chunk_list:
+        groups.setdefault(c.source, []).append(c)
     with st.status(title, expanded=True) as status:
-        bar = st.progress(0.0)
+        st.button("Stop indexing", key=K.index_stop, icon=":material/stop_circle:",
+                  help="What is written stays: Index again goes on where it stopped, embedding only what is missing.")
+        overall_bar = st.progress(0.0, text="starting…")
+        file_bar = st.progress(0.0, text="")
+        run = ss[K.index_run] = {"collection": spec.collection, "files": len(groups), "file": 0, "name": "",
+                                 "chunks": len(chunk_list)}
+
+        def on_file(p) -> None:
+            run.update(file=p.index + 1, name=p.name)
+            file_bar.progress(min(p.done / p.chunks, 1.0) if p.chunks else 0.0,
+                              text=f"{p.name}: {p.done:,} of {p.chunks:,} chunks" + (f" ({p.status})" if p.status != "embedding" else ""))
+
         try:
             with db.lock:
-                report = index(db.client, docs, spec, model, tok, chunks=chunk_list, replace=replace_text,
-                               progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
-        except WouldReplaceError as exc:
-            status.update(label="Nothing indexed: it would replace text already there", state="error", expanded=False)
-            ss[K.index_ask] = (spec.collection, describe(exc))
-            return None
+                rep = ingest_chunks(db.client, list(groups.items()), spec, model, replace=replace_text,
+                                    on_file=on_file, on_overall=lambda f, m: overall_bar.progress(min(f, 1.0), text=m))
         except PlaygroundError as exc:
+            ss.pop(K.index_run, None)
             status.update(label="Indexing failed: what was indexed before is untouched", state="error")
             fail(exc)
             return None
-        status.update(label=f"Indexed: {report.added:,} added, {report.unchanged:,} unchanged, {report.removed:,} removed "
-                            f"in {report.seconds:.1f} s", state="complete", expanded=False)
+        ss.pop(K.index_run, None)
+        failed = rep.failed
+        for f in failed[:10]:
+            st.error(f"{f.name}: {f.error}")
+        kept = [f for f in rep.files if f.status in ("indexed", "unchanged")]
+        report = IndexReport(rep.collection, sum(f.chunks for f in rep.files), rep.added,
+                             sum(f.chunks - f.added for f in kept), sum(f.removed for f in rep.files), rep.points,
+                             not existed, rep.embed_seconds, rep.seconds)
+        status.update(label=(f"Indexed: {report.added:,} added, {report.unchanged:,} unchanged, {report.removed:,} removed "
+                             f"in {report.seconds:.1f} s" + (f"; {len(failed):,} file(s) failed" if failed else "")),
+                      state="error" if failed else "complete", expanded=bool(failed))
     return report
 
 
@@ -593,6 +657,12 @@ def indexing(db: Store, docs, chunked: Chunked) -> workspace.IndexState:
         fail(exc)
         st.stop()
     status_line = st.empty()  # filled once indexing (if asked for) is done
+    cut_short = ss.pop(K.index_run, None)  # a run that a stop (or another click) ended before it finished
+    if cut_short and cut_short["collection"] == collection:
+        st.warning(f"Indexing stopped at file {cut_short['file']:,} of {cut_short['files']:,}"
+                   + (f" ({cut_short['name']})" if cut_short["name"] else "")
+                   + f": {now.have:,} of these {len(chunks):,} chunks are in the collection. Press Index to go on "
+                     "where it stopped: what was written is not embedded again.", icon=":material/pause_circle:")
     report = None
     if st.button("Index these chunks" if not now.complete else "Index again (nothing will change)", key=K.index,
                  type="primary" if not now.complete else "secondary", icon=":material/database:"):
@@ -614,12 +684,38 @@ def indexing(db: Store, docs, chunked: Chunked) -> workspace.IndexState:
         now = replace(now, exists=True, have=len(chunks), points=report.points)
     status_line.markdown(f"Collection **`{collection}`** in {db.where}: **{now.have:,} of these {len(chunks):,} chunks** "
                          f"are indexed ({now.points:,} points in all).")
+    if now.exists:
+        index_state(db, collection)
     last = ss.get(K.index_report)
     if last is not None and last.collection == collection:
         st.caption(f"Last indexing: {last.added:,} chunks embedded and written ({last.chunks_per_second:.1f} chunks/s), "
                    f"{last.unchanged:,} already there, {last.removed:,} outdated chunks removed; "
                    f"{last.points:,} points now.")
     return now
+
+
+def index_state(db: Store, collection: str) -> None:
+    """Where the collection's HNSW index stands (embedded store), redrawn every 2 s while it builds;
+    searching stays exact meanwhile, so nothing waits for it."""
+    def line() -> bool:
+        try:
+            with db.lock:
+                state_now = store_core.index_state(db.client, collection)
+        except PlaygroundError as exc:
+            st.caption(f"Index state unknown: {describe(exc)}")
+            return False
+        if state_now is None:
+            st.caption("Index: the Qdrant server builds and manages it.")
+            return False
+        st.caption(f"Index: {state_now.label}.")
+        return state_now.building
+
+    try:
+        with db.lock:
+            building = bool(getattr(store_core.index_state(db.client, collection), "building", False))
+    except PlaygroundError:
+        building = False
+    st.fragment(line, run_every=2.0 if building else None)()
 
 
 def collections(db: Store) -> None:

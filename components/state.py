@@ -115,6 +115,21 @@ def remember() -> None:
     ss[KEPT_VALUES] = {k: ss[k] for k in ss.get(KEPT_KEYS, ()) if k in ss}
 
 
+def redraw(*keys: str) -> None:
+    """Assign the held values of `keys` again, just before their widgets are drawn.
+
+    A widget that a run left out (the page stopped above it: no files uploaded yet) is drawn afresh
+    by the browser in the next run, showing its default (a number input's minimum) while the server
+    holds the kept value; the next click then sends that default back. `restore` puts the value back
+    at the top of the run, but in Streamlit 1.67 only an assignment made after the run's first widgets
+    reaches the browser, so a section drawn below widgets that can stop the page calls this.
+    """
+    ss = st.session_state
+    for k in keys:
+        if k in ss:
+            ss[k] = ss[k]
+
+
 def restore(page: str) -> None:
     """Put back the values Streamlit dropped (app.py calls this before the page runs).
 

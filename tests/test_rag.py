@@ -644,3 +644,84 @@ def test_page_in_chromium(app_url, page):
     page.get_by_role("heading", name="4 · Retrieve", exact=True).scroll_into_view_if_needed()
     page.wait_for_timeout(800)
     screenshot(page, "rag")
+
+
+@pytest.mark.browser
+def test_a_zip_of_files_indexes_with_progress_stops_resumes_and_is_browsed(app_url, page):
+    """A .zip of 30 files (and one that is not text) uploaded on the page: the bad file is named and
+    skipped, indexing shows each file and the whole, Stop keeps what was written, Index again goes on
+    from there, and the collection browser shows the folder's sources."""
+    import io
+    import zipfile
+
+    from components import cache
+    from tests.conftest import screenshot
+
+    cache.release_qdrant()  # the embedded store is one process per folder: hand it to the app server
+    topics = documents.sample_topics()[:30]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for d in documents.sample_corpus(topics):
+            zf.writestr(f"course/{d.source}.md", d.text)
+        zf.writestr("course/broken.txt", b"\x00\x01\x02binary\x00" * 40)
+    page.goto(f"{app_url}/rag")
+    page.get_by_role("heading", name="RAG builder", exact=True).wait_for()
+    page.get_by_text("Upload files", exact=True).click()
+    page.locator("input[type=file]").first.set_input_files(
+        {"name": "course.zip", "mimeType": "application/zip", "buffer": buf.getvalue()})
+    page.get_by_text("1 file(s) skipped").wait_for()
+    assert page.get_by_text("course/broken.txt does not look like text").count() >= 1
+    page.get_by_text("of these").first.wait_for()
+    # files are read and cut quickly and share embedding batches: the last file is named only once the
+    # first batch is written, and the last batch is then still to embed
+    from components.rag_sections import uploaded_documents
+    from playground.loading import load_tokenizer
+    from playground.rag.chunking import ChunkSettings, split
+    from playground.rag.ingest import BATCH
+
+    docs, _ = uploaded_documents([("course.zip", buf.getvalue())])
+    counts = {}
+    for c in split(docs, ChunkSettings(), load_tokenizer("all-minilm-l6-v2")):
+        counts[c.source] = counts.get(c.source, 0) + 1
+    total_chunks = sum(counts.values())
+    assert BATCH < total_chunks < 2 * BATCH and sum(list(counts.values())[:-1]) >= BATCH
+    page.get_by_role("button", name="Index these chunks").click()
+    page.get_by_text(f"file {len(counts)} of {len(counts)}").first.wait_for()
+    page.get_by_role("button", name="Stop indexing").click()
+    stopped = page.get_by_text("Indexing stopped at file")
+    stopped.wait_for()
+    said = stopped.inner_text()
+    have, total = [int(x.replace(",", "")) for x in
+                   __import__("re").search(r": ([\d,]+) of these ([\d,]+) chunks", said).groups()]
+    assert total == total_chunks and BATCH <= have < total, said
+    page.get_by_role("button", name="Index these chunks").click()
+    page.get_by_text(f"{total:,} of these {total:,} chunks").first.wait_for()
+    last = page.get_by_text("Last indexing:").inner_text()
+    assert f"{total - have:,} chunks embedded and written" in last and f"{have:,} already there" in last, last
+    page.get_by_text("Collections in this store").click()
+    page.get_by_text("course/assert.md").first.wait_for()
+    page.set_viewport_size({"width": 1400, "height": 2200})
+    page.get_by_text("Collections in this store").scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    screenshot(page, "rag-zip-browser")
+
+
+def test_uploaded_files_and_zips_become_documents_and_bad_ones_are_named():
+    import io
+    import zipfile
+
+    from components.rag_sections import uploaded_documents
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("notes/a.md", "# A\n\nFirst note.")
+        zf.writestr("notes/deep/b.txt", "Second note.")
+        zf.writestr("notes/bad.txt", b"\xff\xfe\x00\x00bad" * 10)
+    docs, skipped = uploaded_documents([("notes.zip", buf.getvalue()), ("c.txt", b"Third."),
+                                        ("broken.zip", b"PK\x03\x04 not a zip"), ("empty.md", b"")])
+    assert [d.source for d in docs] == ["notes/a.md", "notes/deep/b.txt", "c.txt"]
+    assert docs[1].text == "Second note."
+    assert len(skipped) == 3
+    assert skipped[0].startswith("notes/bad.txt ")
+    assert "broken.zip is not a readable .zip file" in skipped[1]
+    assert skipped[2].startswith("empty.md") and "empty" in skipped[2]

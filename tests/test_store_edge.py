@@ -400,6 +400,39 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, embedder, tokenizer):
         s.close()
 
 
+def test_chunks_cut_by_the_page_index_as_pipeline_index_does(tmp_path, embedder, tokenizer):
+    """The RAG page indexes through ingest_chunks (batches shared across files, stop, resume); the points,
+    the BM25 average and the answers to a hybrid query are those of pipeline.index on the same chunks."""
+    docs = documents.sample_corpus(["assert", "pass", "global", "nonlocal", "with"])
+    spec = IndexSpec()
+    chunks = split(docs, spec.chunking, tokenizer, embedder)
+    a, b = store.connect(path=tmp_path / "a"), store.connect(path=tmp_path / "b")
+    try:
+        index(a, docs, spec, embedder, tokenizer, chunks=chunks)
+        groups = {}
+        for c in chunks:
+            groups.setdefault(c.source, []).append(c)
+        events = []
+        rep = ingest.ingest_chunks(b, list(groups.items()), spec, embedder, batch=7, on_file=events.append,
+                                   build_index=False)
+        assert [f.status for f in rep.files] == ["indexed"] * 5 and rep.added == len(chunks) == rep.points
+        assert [(f.name, f.chunks) for f in rep.files] == [(n, len(g)) for n, g in groups.items()]
+        done = [e for e in events if e.status == "done"]
+        assert [e.name for e in done] == list(groups) and all(e.done == e.chunks for e in done)
+        assert store.info(a, spec.collection).meta["bm25_avg_len"] == store.info(b, spec.collection).meta["bm25_avg_len"]
+        pa = {p: v for p, _, v in store.scroll(a, spec.collection, with_vectors=True)}
+        pb = {p: v for p, _, v in store.scroll(b, spec.collection, with_vectors=True)}
+        assert pa.keys() == pb.keys()
+        assert max(float(np.abs(pa[k] - pb[k]).max()) for k in pa) < 1e-5  # batching changes padding, not vectors
+        for q in ("What does assert do when optimization is on?", "nonlocal binding in nested functions"):
+            ra = retrieve(a, spec.collection, embedder, q, RetrievalSettings(method="hybrid", top_k=5))
+            rb = retrieve(b, spec.collection, embedder, q, RetrievalSettings(method="hybrid", top_k=5))
+            assert [h.id for h in ra.hits] == [h.id for h in rb.hits]
+    finally:
+        a.close()
+        b.close()
+
+
 def test_reindexing_a_source_with_other_text_needs_replace(tmp_path, embedder, tokenizer):
     s = store.connect(path=tmp_path / "edge")
     try:
