@@ -310,7 +310,7 @@ def summary_frame(exp: Experiment, summaries: Sequence[ArmSummary]) -> pd.DataFr
         if exp.has_reference:
             rec.update({"exact match": _num(s.exact, "{:.2f}"), "token F1": _num(s.f1), "cosine": _num(s.cosine)})
         rec.update({"latency (s)": _num(s.mean_seconds, "{:.2f}"), "tokens": _num(s.mean_tokens, "{:.1f}"),
-                    "your win rate [95% CI]": _wr(s.human), "judge win rate [95% CI]": _wr(s.judge)})
+                    "voters' win rate [95% CI]": _wr(s.human), "judge win rate [95% CI]": _wr(s.judge)})
         rows.append(rec)
     return pd.DataFrame(rows)
 
@@ -334,9 +334,9 @@ def scores_figure(exp: Experiment, summaries: Sequence[ArmSummary]) -> go.Figure
 
 
 def win_rate_figure(summaries: Sequence[ArmSummary]) -> go.Figure:
-    """Win rate per arm with its 95% Wilson interval as error bars, for your votes and the judge."""
+    """Win rate per arm with its 95% Wilson interval as error bars, for the votes of everyone who voted (one per voter and pair) and the judge."""
     fig = go.Figure()
-    for who, attr, colour in (("your votes", "human", "#6c4cf5"), ("judge", "judge", "#94a3b8")):
+    for who, attr, colour in (("votes (all voters)", "human", "#6c4cf5"), ("judge", "judge", "#94a3b8")):
         xs, ys, lo, hi, text = [], [], [], [], []
         for s in summaries:
             w = getattr(s, attr)

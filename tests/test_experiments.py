@@ -514,10 +514,10 @@ def test_page_end_to_end_run_vote_save_reopen_rerun(own_data):
     assert len(votes) == 1 and next(iter(votes.values())).winner == shown_a
     assert at.session_state["ab_vote_row"] != row
     assert "Voted on 1 of 3 rows" in "\n".join(p.proto.text for p in at.get("progress"))
-    summary = next(d.value for d in at.dataframe if "your win rate [95% CI]" in d.value.columns).set_index("template")
+    summary = next(d.value for d in at.dataframe if "voters' win rate [95% CI]" in d.value.columns).set_index("template")
     # one vote, one win: Wilson for 1 of 1 is [20.7%, 100%]; the other side 0 of 1: [0%, 79.3%]
-    assert summary.loc[shown_a.variant, "your win rate [95% CI]"] == "100% [21%, 100%] (n=1)"
-    assert summary.loc[({"A", "B"} - {shown_a.variant}).pop(), "your win rate [95% CI]"] == "0% [0%, 79%] (n=1)"
+    assert summary.loc[shown_a.variant, "voters' win rate [95% CI]"] == "100% [21%, 100%] (n=1)"
+    assert summary.loc[({"A", "B"} - {shown_a.variant}).pop(), "voters' win rate [95% CI]"] == "0% [0%, 79%] (n=1)"
     assert f"?exp={exp_id}" in _shown(at)  # the link
 
     # rename and save: same experiment, no new outputs
