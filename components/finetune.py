@@ -297,7 +297,7 @@ def _show(s: core.RunStatus) -> None:
     c[0].metric("Step", f"{s.step} / {s.steps}")
     c[1].metric("Training loss", f"{s.train_loss[-1][1]:.3f}" if s.train_loss else "–")
     c[2].metric("Held-out loss", f"{s.heldout_loss[-1][1]:.3f}" if s.heldout_loss else "–")
-    c[3].metric("Speed", f"{s.tokens_per_second:,.0f} tokens/s" if s.tokens else "–")
+    c[3].metric("Speed", f"{s.tokens_per_second:,.0f} tok/s" if s.tokens else "–", help="Tokens read per second of training (padded batches).")
     c[4].metric("Time left", _seconds(s.eta_seconds) if s.eta_seconds is not None else "–")
     c[5].metric("Peak memory", f"{s.peak_bytes / 2**30:.2f} GiB" if s.peak_bytes else "–",
                 help="The training process's peak resident memory, as measured (the base's weights, torch, the "
@@ -361,9 +361,15 @@ def before_after(s: core.RunStatus | None) -> None:
         return
     if held[0] != wanted:
         st.caption("These answers are from other prompts or an earlier checkpoint; press the button again.")
-    base_label, tuned_label = get_model(s.base).label, f"tuned (step {held[0][1]})"
-    st.dataframe([{"prompt": r.prompt, f"{base_label} (before)": r.before, tuned_label + " (after)": r.after}
-                  for r in held[1]], width="stretch", hide_index=True)
+    base_label = get_model(s.base).label
+    left, right = st.columns(2)
+    left.markdown(f"**Before: {base_label}**")
+    right.markdown(f"**After: tuned, step {held[0][1]}**")
+    for r in held[1]:
+        st.caption(f"Prompt: {r.prompt}")
+        left, right = st.columns(2)
+        left.code(r.before or "(nothing)", language=None, wrap_lines=True)
+        right.code(r.after or "(nothing)", language=None, wrap_lines=True)
 
 
 def catalogue(s: core.RunStatus | None) -> None:

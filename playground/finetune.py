@@ -84,7 +84,7 @@ BEFORE_AFTER_PROMPTS = ("What is the capital of Italy?", "How do I make a cup of
 # Calibration of the estimate (bench/bench_finetune.py measured these on this 2-core machine, loaded by
 # other sessions; see docs/bench-finetune.md): FLOP/s one torch thread sustains on a LoRA step, and the
 # memory a training process holds beyond its weights.
-GFLOPS_PER_THREAD = 55.0
+GFLOPS_PER_THREAD = 18.0  # 15-18 measured under load (docs/bench-finetune.md); about 60 on a quiet machine
 PROCESS_BYTES = 600 << 20  # torch + transformers + peft imported, the tokenizer, allocator slack
 ACTIVATION_FACTOR = 34  # float32 numbers kept per token per layer per hidden unit for the backward pass
 LOGITS_COPIES = 4  # logits (B, T, V) in float32: the logits, the loss's float copy, log-softmax, its grad

@@ -210,7 +210,7 @@ def test_finetune_page_in_chromium(runs, app_url, page):
     page.get_by_text("4 / 4").first.wait_for()
     wait_idle(page)
     page.get_by_role("button", name="Compare base and tuned").click()
-    page.get_by_text("tuned (step 4) (after)").first.wait_for(timeout=180_000)
+    page.get_by_text("After: tuned, step 4").first.wait_for(timeout=180_000)
     page.get_by_text("lora:t-unbroken").first.wait_for()
     wait_idle(page)
     page.mouse.move(5, 5)
