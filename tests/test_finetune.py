@@ -16,7 +16,7 @@ from playground import finetune as ft
 from playground import links, passes
 from playground.errors import InputError, UnknownModelError
 from playground.generate import format_prompt
-from tests.conftest import app_test, screenshot, texts, wait_idle
+from tests.conftest import ROOT, app_test, screenshot, texts, wait_idle
 
 BASE = "smollm2-135m-instruct"
 TINY = ft.LoraSettings(steps=4, batch_size=2, max_tokens=48, heldout_fraction=0.1, eval_every=2,
@@ -165,6 +165,9 @@ def test_page_starts_shows_progress_and_stops_a_run():
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="finetune_run").value == "t-page"
     try:
+        at.switch_page(str(ROOT / "views/home.py")).run()  # the run outlives the page and its widgets
+        at.switch_page(str(ROOT / "views/finetune.py")).run()
+        assert at.selectbox(key="finetune_run").value == "t-page" and ft.status("t-page").active
         with pytest.raises(ft.TrainingBusyError, match="one at a time"):  # a second training is refused
             ft.start("t-second", BASE, TINY, ft.bundled_examples())
         deadline = time.time() + 120
@@ -190,7 +193,7 @@ def test_page_starts_shows_progress_and_stops_a_run():
     assert "lora:t-page" in texts(at)  # the catalogue section
 
 
-def test_tuned_entry_on_the_next_token_page(runs):
+def test_tuned_entry_on_the_next_token_and_attention_pages(runs):
     at = app_test("views/next_token.py", query={"model_a": "lora:t-unbroken", "model_b": BASE, "chat": "true",
                                                "prompt": PROMPT})
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -201,6 +204,10 @@ def test_tuned_entry_on_the_next_token_page(runs):
     assert "LoRA t-unbroken" in shown or "lora:t-unbroken" in shown
     tops = [m.value for m in at.metric if m.label == "Top token"]
     assert len(tops) == 2 and tops[0] != tops[1], tops
+    # and on the Attention page, beside its base
+    at = app_test("views/attention.py", query={"model_a": "lora:t-unbroken", "model_b": BASE, "text": PROMPT})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="attention_model").value == "lora:t-unbroken"
 
 
 @pytest.mark.browser
@@ -208,6 +215,10 @@ def test_finetune_page_in_chromium(runs, app_url, page):
     page.goto(f"{app_url}/finetune?run=t-unbroken")
     page.get_by_role("heading", name="Fine-tune").first.wait_for()
     page.get_by_text("4 / 4").first.wait_for()
+    wait_idle(page)
+    box = page.locator("textarea[aria-label='Prompts, one a line']")
+    box.fill("What is the capital of Italy?\nHow do I make a cup of tea?")
+    box.press("Control+Enter")  # Streamlit takes a text area's value on Ctrl+Enter or blur
     wait_idle(page)
     page.get_by_role("button", name="Compare base and tuned").click()
     page.get_by_text("After: tuned, step 4").first.wait_for(timeout=180_000)
