@@ -29,8 +29,8 @@ from playground.registry import get_model
 from playground.uploads import mb
 from playground.limits import UPLOAD_BYTES
 
-BUNDLED, UPLOADED = "The bundled pirate pairs", "My own pairs (CSV or JSONL)"
-SOURCES = (BUNDLED, UPLOADED)
+BUNDLED, UPLOADED = "bundled", "upload"
+SOURCES = {BUNDLED: "The bundled pirate pairs", UPLOADED: "My own pairs (CSV or JSONL)"}
 NUMBERS = ("rank", "alpha", "learning_rate", "steps", "batch_size", "heldout_fraction", "max_tokens", "eval_every",
            "threads", "seed")
 
@@ -58,7 +58,7 @@ def key(field: str) -> str:
     return f"finetune_{field}"
 
 
-URL = {K.BASE: Link("base", links.Choice(core.BASES)), K.SOURCE: Link("data", links.Choice(SOURCES)),
+URL = {K.BASE: Link("base", links.Choice(core.BASES)), K.SOURCE: Link("data", links.Choice(tuple(SOURCES))),
        K.RUN: Link("run", links.Text(40)),
        **{key(n): Link(n, links.Number.of(core.LoraSettings, n)) for n in NUMBERS}}
 DEFAULTS = core.LoraSettings()
@@ -108,7 +108,7 @@ def intro() -> None:
 def data() -> core.Examples:
     """The pairs to train on; stops the page (with what to do) when an upload cannot be read."""
     st.subheader("1. The examples")
-    st.radio("Train on", SOURCES, key=K.SOURCE, horizontal=True)
+    st.radio("Train on", tuple(SOURCES), key=K.SOURCE, horizontal=True, format_func=SOURCES.get)
     if ss[K.SOURCE] == BUNDLED:
         ex = core.bundled_examples()
     else:

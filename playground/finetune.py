@@ -827,11 +827,26 @@ def status(name: str) -> RunStatus:
         state = finals[-1]["state"]
     elif proc is not None:
         state, message = "failed", f"The training process ended with code {code} before it finished; see {folder / 'worker.log'}."
+    elif _trains_elsewhere(folder):  # started by another app process on this machine
+        state, message = "running", "Training in another app process on this machine; this page shows its progress."
     else:  # a run from an earlier app process: what its checkpoint says
         state = {"done": "done"}.get(m.get("state", ""), "stopped")
         step = int(m.get("step", step))
     return RunStatus(name, run["base"], state, step, settings.steps, int(m.get("step", 0)), tuple(train), tuple(held),
                      seconds, tokens, peak, message, settings, run.get("data_source", ""), run.get("data_sha256", ""))
+
+
+def _trains_elsewhere(folder: Path) -> bool:
+    """Whether another process on this machine is training this run: the machine lock is held and the
+    run's progress file moved in the last five minutes."""
+    try:
+        recent = time.time() - (folder / "progress.jsonl").stat().st_mtime < 300
+    except OSError:
+        return False
+    if not recent:
+        return False
+    with _machine_lock() as free:
+        return not free
 
 
 def _worker(folder: Path) -> int:
@@ -864,7 +879,8 @@ def _worker(folder: Path) -> int:
             lines += [{"type": "eval", "step": s, "loss": v} for s, v in m["heldout_loss"]]
         progress.write_text("".join(json.dumps(x) + "\n" for x in lines))
         try:
-            result = train(folder, write, should_stop=lambda step: (folder / "stop").exists())
+            parent = os.getppid()  # the app process: if it ends, stop at the next step (resumable), not orphaned
+            result = train(folder, write, should_stop=lambda step: (folder / "stop").exists() or os.getppid() != parent)
         except Exception as exc:  # noqa: BLE001 - the page shows it
             from playground.errors import describe
 

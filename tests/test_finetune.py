@@ -153,6 +153,22 @@ def test_good_upload_with_other_column_names_and_an_empty_row():
     assert len(ex.digest) == 64 and ex.digest != ft.bundled_examples().digest
 
 
+def test_page_upload_bad_then_good_pairs():
+    at = app_test("views/finetune.py", query={"data": "upload"})
+    assert not at.exception, at.exception
+    assert any("Upload a CSV or JSONL file" in i.value for i in at.info)
+    at.file_uploader(key="finetune_upload").set_value(("mine.csv", b"question_text,reply\nHi,Hello\n", "text/csv")).run()
+    assert not at.exception
+    assert any("mine.csv needs a prompt column and a response column" in e.value for e in at.error)
+    assert at.radio(key="finetune_source").value == "upload"  # the choice is kept
+    good = b"prompt,response\nHi,Ahoy! Hello.\nSky?,Ahoy! Blue.\nSea?,\nTea?,Ahoy! Hot.\n"
+    at.file_uploader(key="finetune_upload").set_value(("mine.csv", good, "text/csv")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shown = texts(at)
+    assert "3 pairs from mine.csv" in shown and "1 row(s) with an empty prompt or response were left out" in shown
+    assert at.text_input(key="finetune_name").value == "mine"  # the run is named after the file
+
+
 def test_page_starts_shows_progress_and_stops_a_run():
     at = app_test("views/finetune.py", query={"steps": "300", "batch_size": "1", "max_tokens": "32",
                                              "eval_every": "50", "heldout_fraction": "0.05"})
