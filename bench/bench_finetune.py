@@ -8,6 +8,9 @@ For SmolLM2 135M Instruct and Gemma 3 270M, on the bundled pirate pairs, with th
               resident memory (ru_maxrss: torch, the base's fp32 weights, activations, logits);
   - forward:  the baseline, in this process with 1 torch thread: `model(input_ids)` without
               gradients over the same padded batches (what one step's forward pass alone costs).
+  - latency: what another session feels: the median time of a next-token pass of SmolLM2 over 64
+              tokens in this process (2 threads, as the app's) with no training, and while the SmolLM2
+              training runs (niced, 1 thread).
 It prints the ratio train / forward of tokens/s, and the page's estimate beside the measurement
 (time and memory), which is how `GFLOPS_PER_THREAD` and the memory constants in
 playground/finetune.py were calibrated.
@@ -58,6 +61,26 @@ def forward_tokens_per_second(base: str, settings, steps: int) -> float:
     return tokens / seconds
 
 
+def pass_latency(n: int = 9) -> float:
+    """Median seconds of one next-token pass of SmolLM2 over 64 tokens, the way the Next token page runs it."""
+    import statistics
+
+    import torch
+
+    from playground import passes
+    from playground.loading import load_causal_lm
+
+    torch.set_num_threads(2)
+    lm = load_causal_lm("smollm2-135m-instruct")
+    ids = list(range(1000, 1064))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        passes.next_token_distribution(lm, ids)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
@@ -68,6 +91,8 @@ def main() -> None:
     from playground.loading import load_tokenizer, prepare
 
     rows = []
+    quiet_latency = pass_latency()
+    busy_latency = None
     for base in MODELS:
         settings = ft.LoraSettings(steps=args.steps, eval_every=200)  # held-out loss at step 0 and the end only
         ex = ft.bundled_examples()
@@ -75,6 +100,10 @@ def main() -> None:
         name = f"bench-{base.split('-')[0]}"
         t0 = time.perf_counter()
         ft.start(name, base, settings, ex)
+        if busy_latency is None:
+            while ft.status(name).step < 1 and ft.status(name).active:
+                time.sleep(0.5)
+            busy_latency = pass_latency()
         code = ft.wait(name, timeout=1800)
         wall = time.perf_counter() - t0
         s = ft.status(name)
@@ -90,6 +119,8 @@ def main() -> None:
               f"(ratio {row['ratio']:.2f}); peak {s.peak_bytes / 2**30:.2f} GiB (estimate {est.memory_bytes / 2**30:.2f}); "
               f"time {s.seconds:.1f} s (estimate {est.seconds:.1f} s); {gflops:.1f} GFLOP/s; loss {row['first']:.2f} -> "
               f"{row['last']:.2f}", flush=True)
+    print(f"a next-token pass (SmolLM2, 64 tokens) in another session: {quiet_latency * 1000:.0f} ms with no training, "
+          f"{busy_latency * 1000:.0f} ms while a training runs (ratio {busy_latency / quiet_latency:.2f})")
     load = os.getloadavg()
     if args.write:
         lines = [
@@ -124,6 +155,17 @@ def main() -> None:
             "memory, calibrated from runs like this one. Once a run starts, the page shows the run's own measured "
             "speed and peak memory instead.",
             "- One training runs at a time per machine, so the memory stated is the most training adds at once.",
+            "",
+            "## What another session feels",
+            "",
+            "| a next-token pass of SmolLM2 over 64 tokens (median of 9, 2 threads) | ms |",
+            "|---|---|",
+            f"| no training | {quiet_latency * 1000:.0f} |",
+            f"| while the SmolLM2 training runs (niced, 1 thread) | {busy_latency * 1000:.0f} |",
+            f"| ratio | {busy_latency / quiet_latency:.2f} |",
+            "",
+            "The training process is niced to 10 and uses one thread, so the app's own passes keep most of the "
+            "CPU; with `threads` at 2 it would compete for both cores.",
         ]
         (ROOT / "docs" / "bench-finetune.md").write_text("\n".join(lines) + "\n")
         print("wrote docs/bench-finetune.md")

@@ -209,7 +209,7 @@ def test_page_starts_shows_progress_and_stops_a_run():
     assert "lora:t-page" in texts(at)  # the catalogue section
 
 
-def test_tuned_entry_on_the_next_token_and_attention_pages(runs):
+def test_tuned_entry_on_the_next_token_attention_and_prompt_ab_pages(runs):
     at = app_test("views/next_token.py", query={"model_a": "lora:t-unbroken", "model_b": BASE, "chat": "true",
                                                "prompt": PROMPT})
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -224,6 +224,10 @@ def test_tuned_entry_on_the_next_token_and_attention_pages(runs):
     at = app_test("views/attention.py", query={"model_a": "lora:t-unbroken", "model_b": BASE, "text": PROMPT})
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="attention_model").value == "lora:t-unbroken"
+    # and among Prompt A/B's models, to run beside its base
+    at = app_test("views/prompt_ab.py")
+    assert not at.exception, at.exception
+    assert any("LoRA t-unbroken" in o for o in at.multiselect(key="ab_models").options)
 
 
 @pytest.mark.browser
