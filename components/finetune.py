@@ -14,8 +14,6 @@ routing, the sidebar and the error boundary (app.py).
 
 from __future__ import annotations
 
-import dataclasses
-
 import plotly.graph_objects as go
 import streamlit as st
 

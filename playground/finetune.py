@@ -299,7 +299,11 @@ class Encoded:
 
 
 def encode(tokenizer, ex: Example, max_tokens: int) -> Encoded:
-    """Token ids of prompt + response + end of turn, cut at `max_tokens`; the loss counts the response only."""
+    """Token ids of prompt + response + end of turn, cut at `max_tokens`; the loss counts the response only.
+
+    When the whole does not fit, a prompt longer than half of `max_tokens` keeps its last half (the end of
+    the question and the assistant's header, which the response follows), and the response is cut at the end.
+    """
     from playground.generate import templated
 
     tpl = templated(tokenizer)
@@ -501,9 +505,21 @@ def checkpoint_folder(folder: Path) -> Path | None:
     return None
 
 
+_MANIFESTS: dict[Path, tuple[int, dict]] = {}  # checkpoint/manifest.json -> (its mtime, its content)
+
+
 def manifest(folder: Path) -> dict | None:
+    """The run's last complete checkpoint's manifest, or None. Read again only when the file changes
+    (pages ask for the catalogue entries on every rerun)."""
     ck = checkpoint_folder(folder)
-    return json.loads((ck / "manifest.json").read_text()) if ck else None
+    if ck is None:
+        return None
+    path = ck / "manifest.json"
+    mtime = path.stat().st_mtime_ns
+    held = _MANIFESTS.get(path)
+    if held is None or held[0] != mtime:
+        held = _MANIFESTS[path] = (mtime, json.loads(path.read_text()))
+    return held[1]
 
 
 # --- training -----------------------------------------------------------------------------------

@@ -224,6 +224,11 @@ def test_tuned_entry_on_the_next_token_attention_and_prompt_ab_pages(runs):
     at = app_test("views/attention.py", query={"model_a": "lora:t-unbroken", "model_b": BASE, "text": PROMPT})
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="attention_model").value == "lora:t-unbroken"
+    # picked in the sidebar: its facts are its base's architecture, under its own name
+    at = app_test(None, query={"model": "lora:t-unbroken"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="model_id").value == "lora:t-unbroken"
+    assert "fine-tuned with LoRA (rank 8, alpha 16, q_proj, v_proj) for 4 steps" in texts(at)
     # and among Prompt A/B's models, to run beside its base
     at = app_test("views/prompt_ab.py")
     assert not at.exception, at.exception
