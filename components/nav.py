@@ -23,6 +23,7 @@ PAGES = [
      "Chunk, embed, index in Qdrant, retrieve and answer with citations; compare setups."),
     ("views/prompt_ab.py", "Prompt A/B", ":material/science:",
      "Prompt templates side by side over a set of inputs, with checks, a judge and your votes."),
+    ("views/finetune.py", "Fine-tune", ":material/model_training:", "LoRA on a bundled model, live loss curve, before/after; the tuned model joins the catalogue."),
 ]
 
 

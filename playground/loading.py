@@ -531,6 +531,10 @@ def load_causal_lm(model_id: str, progress: Progress | None = None) -> LoadedMod
         from playground.engines import remote
 
         return remote.load(spec, report)
+    if spec.adapter:  # a LoRA run of the Fine-tune page: the base with its adapter merged in
+        from playground import finetune
+
+        return finetune.load_tuned(spec, report)
     start = time.perf_counter()
     folder = prepare(spec.base_id, report)
     _check_config(spec, folder, "causal-lm")

@@ -13,6 +13,7 @@ Ids, and the engine each runs on (see playground.engines):
   - one GGUF file of a Hub repo, on llama.cpp: ``gguf:owner/name/file.gguf``
   - a model served by an endpoint the person added: ``endpoint:<endpoint name>/<model name>``
     (the model name is the server's, and may hold slashes and colons)
+  - a bundled model fine-tuned on the Fine-tune page: ``lora:<run name>`` (transformers; playground.finetune)
 
 What it leaves out: downloading (playground.hub) and facts read from a config
 (`playground.loading.model_facts`).
@@ -32,6 +33,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 GGUF_SUFFIX = "gguf"  # ``<bundled id>:gguf``: the bundled GGUF file on llama.cpp
 GGUF_PREFIX = "gguf:"  # ``gguf:owner/name/file.gguf``
 ENDPOINT_PREFIX = "endpoint:"  # ``endpoint:<endpoint>/<model>``
+LORA_PREFIX = "lora:"  # ``lora:<run name>``: a LoRA adapter on a bundled model (playground.finetune)
 BUNDLED_GGUF_QUANT = {"smollm2-135m-instruct": "Q4_1", "gemma-3-270m": "Q4_K_M"}
 GGUF_FILES = {  # the file each bundled GGUF package carries
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -60,6 +62,7 @@ class ModelSpec:
     gguf_file: str = ""  # llama.cpp entries: the GGUF file's name
     endpoint: str = ""  # remote entries: the endpoint's name (its URL is in playground.engines.remote)
     remote_model: str = ""  # remote entries: the model's name on that server
+    adapter: str = ""  # fine-tuned entries: the LoRA run's name (its base is base_id)
 
     @property
     def can_generate(self) -> bool:
@@ -212,6 +215,10 @@ def get_model(model_id: str) -> ModelSpec:
         return _hub_gguf_spec(model_id)
     if model_id.strip().startswith(ENDPOINT_PREFIX):
         return _endpoint_spec(model_id)
+    if model_id.strip().startswith(LORA_PREFIX):
+        from playground.finetune import tuned_spec
+
+        return tuned_spec(model_id)
     base, prec = split_variant(model_id)
     if prec == GGUF_SUFFIX:
         if base not in BUNDLED_GGUF_QUANT:
@@ -252,7 +259,7 @@ def get_model(model_id: str) -> ModelSpec:
 def variants(model_id: str, with_gguf: bool = False) -> list[ModelSpec]:
     """fp32, bf16 and int8 entries of a causal LM (and, `with_gguf`, a bundled one's GGUF file on llama.cpp)."""
     spec = get_model(model_id)
-    if not spec.can_generate or spec.engine != "transformers":
+    if not spec.can_generate or spec.engine != "transformers" or spec.adapter:
         return [spec]
     base = spec.base_id
     out = [get_model(base if p == "fp32" else f"{base}:{p}") for p in PRECISIONS]
@@ -262,11 +269,15 @@ def variants(model_id: str, with_gguf: bool = False) -> list[ModelSpec]:
 
 
 def list_models(include_variants: bool = False, include_cached_hub: bool = True) -> list[ModelSpec]:
-    """Every entry to offer: bundled first (with their GGUF files on llama.cpp), then Hub models
-    found in the local cache, then Hub GGUF files found there (single-file ones; on llama.cpp)."""
+    """Every entry to offer: bundled first (with their GGUF files on llama.cpp) and the models fine-tuned
+    on the Fine-tune page, then Hub models found in the local cache, then Hub GGUF files found there
+    (single-file ones; on llama.cpp)."""
     out: list[ModelSpec] = []
     for spec in BUNDLED.values():
         out.extend(variants(spec.id, with_gguf=True) if include_variants else [get_model(spec.id)])
+    from playground.finetune import tuned_entries
+
+    out.extend(tuned_entries())
     if include_cached_hub:
         from playground.hub import cached_hub_models  # local disk only, no network
 
