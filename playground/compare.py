@@ -36,7 +36,10 @@ from datetime import datetime, timezone
 
 import torch
 
+from playground import answers
 from playground import generate as gen
+from playground.answers import Origin
+from playground.engines import TokenLogprob
 from playground.errors import InputError, PlaygroundError, describe
 from playground.generate import GenerationResult, GenerationSettings
 from playground.passes import forward
@@ -108,6 +111,8 @@ class ModelRun:
     token_ids: tuple[int, ...]
     metrics: RunMetrics
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per generated token, where the engine gives them
+    origin: Origin | None = None  # how the Next token page reopens this answer's prefixes (None: it cannot)
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,9 @@ class SideBySide:
             metrics = RunMetrics(r.prompt_tokens, r.new_tokens, r.time_to_first_token, r.tokens_per_second,
                                  r.total_seconds, r.finish_reason, lm.load_seconds, lm.memory_bytes)
             return ModelRun(i, lm.spec.id, lm.spec.label, lm.spec.precision, s.templated, s.prompt, e.settings,
-                            r.text, r.token_ids, metrics)
+                            r.text, r.token_ids, metrics, logprobs=r.logprobs,
+                            origin=answers.origin(lm, self.text, e.settings, e.use_chat_template, s.prompt,
+                                                  answers.prompt_ids(s)))
         metrics = RunMetrics(s.prompt_tokens, 0, 0.0, 0.0, 0.0, "error", lm.load_seconds, lm.memory_bytes)
         return ModelRun(i, lm.spec.id, lm.spec.label, lm.spec.precision, s.templated, s.prompt, e.settings,
                         "", (), metrics, error=describe(payload))

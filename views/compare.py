@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import cache, state
+from components import answer_tokens, cache, state
 from components import pickers
 from components.pickers import generators, label
 from components import compare as view
@@ -27,6 +27,7 @@ class K:
     per_model = "compare_per_model"
     sequential = "compare_sequential"
     run = "compare_run"
+    shade = "compare_shade"  # the answers' uncertainty shading
     result = "compare_result"
     variant_base = "compare_variant_base"
     variant_text = "compare_variant_text"
@@ -243,6 +244,7 @@ with tab_run:
         st.info(problem)
     pressed = st.button("Compare", key=K.run, type="primary", disabled=problem is not None, icon=":material/play_arrow:")
 
+    shade = answer_tokens.shading_control(K.shade)
     out = st.container()
     if pressed and not problem:
         lms = [require(mid) for mid in picked]
@@ -254,7 +256,7 @@ with tab_run:
         else:
             with out:
                 columns = view.StreamColumns([lm.spec.label for lm in lms], [s.templated for s in sbs.streams],
-                                             [e.settings for e in entries])
+                                             [e.settings for e in entries], shade)
                 try:
                     for update in sbs:
                         columns.update(update)
@@ -266,7 +268,7 @@ with tab_run:
         with out:
             last = st.session_state[K.result]
             st.caption(f"Last comparison, on the prompt {last.text[:80]!r}" + ("…" if len(last.text) > 80 else ""))
-            view.comparison_columns(last)
+            view.comparison_columns(last, shade)
     else:
         with out:
             st.caption("What you are comparing (read from the config and weights files; nothing is loaded until you press Compare):")
