@@ -176,7 +176,8 @@ class SideBySide:
     Prompts are checked (length against each context) before anything runs.
     """
 
-    def __init__(self, lms: Sequence[LoadedModel], text: str, entries: Sequence[Entry], concurrent: bool = True) -> None:
+    def __init__(self, lms: Sequence[LoadedModel], text: str, entries: Sequence[Entry], concurrent: bool = True,
+                 plain: bool = False) -> None:
         if len(lms) != len(entries):
             raise InputError(f"{len(lms)} models loaded for {len(entries)} entries.")
         check_entries([e.model_id for e in entries])
@@ -184,7 +185,10 @@ class SideBySide:
             if lm.spec.id != e.model_id:
                 raise InputError(f"Column {e.model_id!r} was given the model {lm.spec.id!r}.")
         self.lms, self.text, self.entries, self.concurrent = list(lms), text, list(entries), concurrent
-        self.streams = [gen.stream(lm, text, e.settings, use_chat_template=e.use_chat_template)
+        # plain: special tokens typed in the text go as ordinary text (playground.special); a server
+        # tokenizes by itself and gets the characters either way
+        self.streams = [gen.stream(lm, text, e.settings, use_chat_template=e.use_chat_template,
+                                   plain=plain and lm.tokenizer is not None)
                         for lm, e in zip(lms, entries)]
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.result: Comparison | None = None

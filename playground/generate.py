@@ -363,19 +363,31 @@ class Stream:
 
 
 def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-           system: str | None = None) -> Stream:
+           system: str | None = None, plain: bool = False) -> Stream:
     """Stream `text` through `lm`, via its chat template when it has one and it is asked for.
 
     `lm` is any loaded entry (playground.engines.EngineModel); entries on llama.cpp or a remote
     server stream through their own engine with the same settings and the same Chunk / result types.
+    `plain`: special tokens typed in `text` (``<|im_end|>``) reach the model as ordinary text, not as
+    control tokens (playground.special).
     """
     settings = settings or GenerationSettings()
     if not isinstance(lm, LoadedModel):
+        if plain and lm.tokenizer is None:
+            raise InputError(f"{lm.spec.name} is on a server, which tokenizes the text itself: special tokens cannot "
+                             "be sent to it as plain text. Take them out of the text.")
+        if plain:
+            return lm.stream(text, settings, use_chat_template=use_chat_template, system=system, plain=True)
         return lm.stream(text, settings, use_chat_template=use_chat_template, system=system)
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to answer.")
     prompt = format_prompt(lm.tokenizer, text, use_chat_template, system)
-    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template))
+    ids = None
+    if plain:
+        from playground import special  # it builds on this module
+
+        ids = special.encode(lm.tokenizer, text, use_chat_template, system, plain=True)
+    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template), input_ids=ids)
 
 
 def generate(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,

@@ -61,13 +61,23 @@ def has_chat_template(tokenizer) -> bool:
     return templated(tokenizer)
 
 
-def make_prompt(tokenizer, text: str, use_chat_template: bool, continuation: str = "") -> Prompt:
-    """The ids a model sees for `text` (+ a continuation typed after the template's assistant header)."""
+def make_prompt(tokenizer, text: str, use_chat_template: bool, continuation: str = "", plain: bool = False) -> Prompt:
+    """The ids a model sees for `text` (+ a continuation typed after the template's assistant header).
+
+    `plain`: special tokens typed in `text` are read as ordinary text (playground.special); the
+    continuation is then tokenized on its own after the prompt.
+    """
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to continue.")
     formatted = format_prompt(tokenizer, text, use_chat_template)
     is_templated = templated(tokenizer, use_chat_template)
-    ids = encode_prompt(tokenizer, formatted + continuation, is_templated)[0]  # (T,)
+    if plain:
+        from playground import special
+
+        more = tokenizer(continuation, add_special_tokens=False).input_ids if continuation else []
+        ids = torch.tensor(special.encode(tokenizer, text, use_chat_template, plain=True)[0].tolist() + list(more))
+    else:
+        ids = encode_prompt(tokenizer, formatted + continuation, is_templated)[0]  # (T,)
     return Prompt(text, formatted + continuation, is_templated, tuple(int(i) for i in ids))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import answer_tokens, cache, state
+from components import answer_tokens, cache, special_tokens, state
 from components import pickers
 from components.pickers import generators, label
 from components import compare as view
@@ -28,6 +28,7 @@ class K:
     sequential = "compare_sequential"
     run = "compare_run"
     shade = "compare_shade"  # the answers' uncertainty shading
+    plain = "compare_plain"  # special tokens typed in the prompt go as plain text
     result = "compare_result"
     variant_base = "compare_variant_base"
     variant_text = "compare_variant_text"
@@ -217,6 +218,7 @@ def facts_table(model_ids: list[str]) -> None:
 
 with tab_run:
     st.text_area("Prompt", key=K.prompt, height=90, help="The same text goes to every model.")
+    plain = special_tokens.check(st.session_state[K.prompt], lambda: special_tokens.tokenizers(picked), K.plain)
     st.toggle("Settings per model", key=K.per_model, help="Off: one set of settings for all. On: each column its own.")
     slots: list[str] = []
     if st.session_state[K.per_model]:
@@ -250,7 +252,7 @@ with tab_run:
         lms = [require(mid) for mid in picked]
         try:
             sbs = core.SideBySide(lms, st.session_state[K.prompt], entries,
-                                  concurrent=not st.session_state[K.sequential])
+                                  concurrent=not st.session_state[K.sequential], plain=plain)
         except PlaygroundError as exc:
             out.error(describe(exc))
         else:
