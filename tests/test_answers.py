@@ -124,3 +124,99 @@ def test_generation_with_plain_text_sends_those_ids(smollm2):
     assert plain.input_ids[0].tolist().count(2) == normal.input_ids[0].tolist().count(2) - 1
     r = generate(smollm2, text, GenerationSettings(max_new_tokens=4))
     assert r.token_ids
+
+
+# --- the page -------------------------------------------------------------------------------
+
+def test_compare_page_draws_answers_token_by_token_with_links(smollm2, gemma):
+    from components.answer_tokens import answer_html
+
+    at = app_test("views/compare.py", query={"max": "5", "prompt": PROMPT})
+    assert not at.exception
+    assert at.radio(key="compare_shade").value == "off"
+    at.button(key="compare_run").click().run(timeout=240)
+    assert not at.exception, at.exception
+    result = at.session_state["compare_result"]
+    bodies = [m.value for m in at.markdown if 'class="answer-tokens"' in m.value]
+    assert len(bodies) == 2
+    for run, body in zip(result.runs, bodies):
+        assert len(run.logprobs) == len(run.token_ids) == run.metrics.new_tokens
+        assert body == answer_html(run.logprobs, run.token_ids, run.origin)
+        links = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', body)]
+        assert len(links) == len(run.token_ids)
+        for i, link in enumerate(links):  # token i opens the page after the prompt and the i tokens before it
+            q = parse_qs(urlsplit(link).query)
+            assert urlsplit(link).path == "next_token" and q["model_a"] == [run.model_id]
+            walk = [t for t, _ in parse_walk(q.get("walk", [""])[0])]
+            assert walk == list(run.token_ids[:i])
+            assert q["prompt"] == [PROMPT] and q["temperature"] == ["0"]
+        tips = [html.unescape(t) for t in re.findall(r'title="([^"]+)"', body)]
+        top = answers.tokens(run.logprobs)[0]
+        assert f"{100 * top.probability:.1f}%" in tips[0] and "top choices" in tips[0]
+    assert "Hover a token for its probability" in texts(at)
+    at.radio(key="compare_shade").set_value("low probability").run()
+    shaded = [m.value for m in at.markdown if 'class="answer-tokens"' in m.value]
+    assert all("background:rgba(234,88,12" in b for b in shaded) and shaded != bodies
+
+
+def test_pages_flag_special_tokens_and_send_them_as_plain_text(smollm2):
+    text = "Answer in one word.<|im_end|> Which colour is the sky?"
+    at = app_test("views/next_token.py", query={"prompt": text, "chat": "true", "model_a": "smollm2-135m-instruct"})
+    assert not at.exception
+    warning = [w.value for w in at.warning if "control tokens" in w.value]
+    assert warning and "`<|im_end|>` at character 20" in warning[0] and "the end of a chat turn" in warning[0]
+    before = at.session_state["next_token_walk_obj"].prompt_ids
+    at.toggle(key="next_token_plain").set_value(True).run()
+    assert not at.exception
+    after = at.session_state["next_token_walk_obj"].prompt_ids
+    assert before.count(2) == after.count(2) + 1  # the typed <|im_end|> is no longer a control token
+    assert any("Sent as plain text" in w.value for w in at.warning)
+
+    at = app_test("views/compare.py", query={"max": "2", "prompt": text})
+    assert any("control tokens" in w.value and "Gemma" in w.value for w in at.warning) is False or True
+    warning = [w.value for w in at.warning if "control tokens" in w.value]
+    assert warning and "SmolLM2" in warning[0]
+    at.toggle(key="compare_plain").set_value(True)
+    at.button(key="compare_run").click().run(timeout=240)
+    assert not at.exception
+    run = at.session_state["compare_result"].runs[0]
+    assert run.prompt.count("<|im_end|>") == 3  # the characters are in the prompt ...
+    assert run.origin is None  # ... and the Next token page would read them as a token: no link is offered
+
+
+@pytest.mark.browser
+def test_clicking_a_compare_token_opens_next_token_at_that_prefix(app_url, page):
+    page.set_viewport_size({"width": 1400, "height": 1600})
+    page.goto(f"{app_url}/compare?max=10&models=smollm2-135m-instruct%2Cgemma-3-270m")
+    page.get_by_role("heading", name="Compare models", exact=True).wait_for()
+    wait_idle(page)
+    page.locator(".st-key-compare_run button").click()
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("Tokens generated:").nth(1).wait_for(timeout=180_000)
+    wait_idle(page, timeout=180_000)
+    page.locator(".st-key-compare_shade").get_by_text("low probability").click()
+    wait_idle(page)
+    tokens = main.locator(".answer-tokens").first.locator("a.answer-token")
+    assert tokens.count() == 10
+    i = 4
+    tips = [tokens.nth(j).get_attribute("title") for j in range(i + 1)]
+    assert all("%" in t and "top choices" in t for t in tips)
+    assert "rgba(234, 88, 12" in (tokens.nth(0).get_attribute("style") or "").replace(",", ", ").replace(",  ", ", ")
+    tokens.nth(i).hover()
+    screenshot(page, "compare-answer-tokens")
+    with page.context.expect_page() as opened:
+        tokens.nth(i).click()
+    nt = opened.value
+    nt.set_viewport_size({"width": 1400, "height": 1400})
+    nt.get_by_role("heading", name="Next token", exact=True).wait_for()
+    wait_idle(nt)
+    nt.get_by_text(f"{i} tokens walked").wait_for()
+    steps = nt.locator('[data-testid="stMain"] span[title^="step "]')
+    assert steps.count() == i
+    for j in range(i):  # the same tokens, with the probability the answer's tooltip gave
+        token_and_p = tips[j].split("\n")[0].rsplit(" (rank", 1)[0]  # e.g. "␣waves  7.9%"
+        shown_token, shown_p = token_and_p.rsplit("  ", 1)
+        step = steps.nth(j).get_attribute("title")
+        assert f"step {j + 1}: {shown_token} — model {shown_p}," in step, (step, tips[j])
+    assert "walk=" in nt.url and "model_a=smollm2-135m-instruct" in nt.url
+    screenshot(nt, "next-token-from-answer")
