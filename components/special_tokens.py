@@ -42,15 +42,16 @@ def _code(text: str) -> str:
     return "`" + text.replace("`", "ˋ").replace("\n", "↵") + "`"
 
 
-def message(text: str, found: Mapping[str, Sequence[special.SpecialHit]], plain: bool) -> str:
+def message(found: Mapping[tuple[str, str], Sequence[special.SpecialHit]], plain: bool) -> str:
+    """The warning: per (model, where) the places, the control token read there and what it means."""
     lines = []
-    for label, hits in found.items():
+    for (label, where), hits in found.items():
         if not hits:
             continue
         listed = ", ".join(f"{_code(h.typed)} at character {h.start + 1:,} → control token {_code(h.token)} "
                            f"(id {h.token_id:,}: {h.meaning})" for h in hits[:MAX_LISTED])
         more = f", and {len(hits) - MAX_LISTED} more" if len(hits) > MAX_LISTED else ""
-        lines.append(f"- **{label}** reads {listed}{more}.")
+        lines.append(f"- **{label}** reads{f' in *{where}*' if where else ''} {listed}{more}.")
     head = ("Your text holds characters the model reads as **control tokens**, not as text: there the model sees "
             "one special token (a turn ending, a text starting...), as if the app had put it there.")
     tail = ("**Sent as plain text**: these characters reach the model as ordinary tokens." if plain else
@@ -58,17 +59,21 @@ def message(text: str, found: Mapping[str, Sequence[special.SpecialHit]], plain:
     return "\n\n".join([head, "\n".join(lines), tail])
 
 
-def check(text: str, toks: Mapping[str, object] | Callable[[], Mapping[str, object]], key: str, where=None) -> bool:
-    """Flag the special tokens typed in `text` for each tokenizer; returns whether to send them as plain text."""
+def check(text: str | Mapping[str, str], toks: Mapping[str, object] | Callable[[], Mapping[str, object]], key: str,
+          where=None) -> bool:
+    """Flag the special tokens typed in `text` (or in each of several named texts) for each tokenizer;
+    returns whether to send them as plain text."""
     where = where or st
-    if not special.might_hold(text):  # nothing to flag: no tokenizer is even loaded
+    texts = {"": text} if isinstance(text, str) else dict(text)
+    texts = {name: t for name, t in texts.items() if special.might_hold(t)}
+    if not texts:  # nothing to flag: no tokenizer is even loaded
         return False
     toks = toks() if callable(toks) else toks
-    found = {label: special.find(tok, text) for label, tok in toks.items()}
+    found = {(label, name): special.find(tok, t) for label, tok in toks.items() for name, t in texts.items()}
     if not any(found.values()):
         return False
     plain = bool(st.session_state.get(key, False))
-    where.warning(message(text, found, plain), icon=":material/warning:")
+    where.warning(message(found, plain), icon=":material/warning:")
     return bool(where.toggle("Send them as plain text", key=key,
                              help="Tokenize your text with split_special_tokens: its characters become ordinary "
                                   "tokens, and only the chat template's own special tokens stay control tokens."))

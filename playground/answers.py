@@ -133,6 +133,18 @@ def origin(lm, text: str, settings, use_chat_template: bool, formatted: str, ids
     return None
 
 
+def origin_of(lm, text: str, settings, use_chat_template: bool, result, plain: bool = False) -> Origin | None:
+    """`origin` from a finished GenerationResult: its prompt ids are re-encoded from `result.prompt` as
+    playground.generate encodes it (so never with `plain`: special tokens sent as text have no link)."""
+    tok = getattr(lm, "tokenizer", None)
+    if plain or tok is None or not result.prompt:
+        return None
+    from playground.generate import encode_prompt, templated
+
+    ids = encode_prompt(tok, result.prompt, templated(tok, use_chat_template))[0].tolist()
+    return origin(lm, text, settings, use_chat_template, result.prompt, ids)
+
+
 def query(origin: Origin, token_ids: Sequence[int], index: int) -> dict[str, str] | None:
     """The Next token page's query parameters for the prefix before token `index` (None past MAX_WALK)."""
     if not 0 <= index <= min(len(token_ids), MAX_WALK):
