@@ -13,6 +13,7 @@ cell details, diff, summary charts: components/experiments.py).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ class K:
     show_prompt = "ab_show_prompt"
     shade = "ab_shade"  # the uncertainty shading of a cell's tokens
     plain = "ab_plain"  # special tokens typed in templates or inputs go as plain text
+    tokens = "ab_tokens"  # (experiment, row, template, model) -> the tokens of the cells this session generated
     diff_left = "ab_diff_left"
     diff_right = "ab_diff_right"
     blind = "ab_blind"
@@ -532,6 +534,29 @@ def save_or_run(db, current, t: Templates, i: Inputs, found: list, problems: lis
         st.rerun()
 
 
+KEPT_CELLS = 512  # cells whose tokens a session keeps
+
+
+def _keep_tokens(exp_id: str, cell: core.Cell) -> None:
+    """Keep, for this session, a generated cell's tokens and their probabilities (the store saves only its text)."""
+    if not cell.logprobs:
+        return
+    kept = st.session_state.setdefault(K.tokens, {})
+    kept[(exp_id, cell.row, cell.variant, cell.model_id)] = (cell.output, cell.logprobs, cell.token_ids, cell.origin)
+    while len(kept) > KEPT_CELLS:
+        kept.pop(next(iter(kept)))
+
+
+def _with_tokens(exp_id: str, cell: core.Cell | None) -> core.Cell | None:
+    """The cell with the tokens this session kept for it, if it generated this very output."""
+    if cell is None or cell.logprobs:
+        return cell
+    kept = st.session_state.get(K.tokens, {}).get((exp_id, cell.row, cell.variant, cell.model_id))
+    if kept is None or kept[0] != cell.output:
+        return cell
+    return dataclasses.replace(cell, logprobs=kept[1], token_ids=kept[2], origin=kept[3])
+
+
 def _run(db, exp: core.Experiment, live, plain: bool = False) -> core.RunReport:
     ss = st.session_state
     pending = len(exp.pending())
@@ -547,6 +572,7 @@ def _run(db, exp: core.Experiment, live, plain: bool = False) -> core.RunReport:
             now.warning(f"No embedding similarity this time: {describe(exc)}")
 
     def on_cell(cell: core.Cell, done: int, total: int) -> None:
+        _keep_tokens(exp.id, cell)
         bar.progress(done / total, text=f"{done} of {total} cells · row {cell.row + 1} · "
                                         f"{exp.arm_label(cell.arm)} · {cell.seconds:.1f} s")
         with grid_slot:
@@ -598,7 +624,7 @@ def grid_tab(exp: core.Experiment) -> None:
     st.markdown("**Cell details**")
     st.selectbox("Cell", cells, key=K.cell, format_func=lambda o: view.cell_label(exp, o))
     row, arm = view.parse_cell_option(exp, ss[K.cell])
-    cell = exp.cell(row, arm)
+    cell = _with_tokens(exp.id, exp.cell(row, arm))
     shade = answer_tokens.shading_control(K.shade) if cell is not None and cell.logprobs else "off"
     view.cell_details(exp, cell, K.show_prompt, shade)
     st.markdown("**Diff between two cells**")

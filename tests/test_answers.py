@@ -220,3 +220,24 @@ def test_clicking_a_compare_token_opens_next_token_at_that_prefix(app_url, page)
         assert f"step {j + 1}: {shown_token} — model {shown_p}," in step, (step, tips[j])
     assert "walk=" in nt.url and "model_a=smollm2-135m-instruct" in nt.url
     screenshot(nt, "next-token-from-answer")
+
+
+def test_prompt_ab_flags_special_tokens_in_a_template_and_runs_them_as_plain_text(smollm2):
+    at = app_test("views/prompt_ab.py", timeout=300)
+    assert not at.exception
+    assert not any("control tokens" in w.value for w in at.warning)
+    at.text_area(key="ab_tpl_1").set_value("Answer briefly.<|im_end|>\n{question}").run()
+    warning = [w.value for w in at.warning if "control tokens" in w.value]
+    assert warning and "*Template B*" in warning[0] and "`<|im_end|>` at character 16" in warning[0]
+    at.toggle(key="ab_plain").set_value(True)
+    at.slider(key="ab_max_tokens").set_value(2)
+    at.button(key="ab_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    exp = __import__("playground.experiments", fromlist=["ExperimentStore"]).ExperimentStore().load(at.session_state["ab_exp"])
+    cell = next(c for c in exp.cells.values() if c.variant == "B")
+    assert cell.ok and "<|im_end|>\n" in cell.prompt
+    # the cell's prompt ran as plain text: fewer control tokens than the same string read normally
+    from playground import special
+    normal = special.encode(smollm2.tokenizer, cell.user, True, cell.system)[0].tolist()
+    plain = special.encode(smollm2.tokenizer, cell.user, True, cell.system, plain=True)[0].tolist()
+    assert normal.count(2) == plain.count(2) + 1 and cell.prompt_tokens == len(plain)
