@@ -172,6 +172,21 @@ def test_pages_flag_special_tokens_and_send_them_as_plain_text(smollm2):
     assert before.count(2) == after.count(2) + 1  # the typed <|im_end|> is no longer a control token
     assert any("Sent as plain text" in w.value for w in at.warning)
 
+    # the walk: each step keeps the model's top choices, and links to the walk as it was before it
+    at.button(key="next_token_step_greedy").click().run()
+    at.button(key="next_token_step_greedy").click().run()
+    walk = at.session_state["next_token_walk_obj"]
+    assert len(walk.steps) == 2
+    dist = LogitsCache(2).get(smollm2, walk.ids[:-1])
+    p = torch.softmax(dist.logits, -1)
+    top = torch.topk(p, stepping.STEP_ALTERNATIVES)
+    assert [a for a, _ in walk.steps[1].alternatives] == [stepping.token_text(smollm2.tokenizer, int(i)) for i in top.indices]
+    assert [q for _, q in walk.steps[1].alternatives] == pytest.approx(top.values.tolist(), abs=1e-6)
+    body = next(m.value for m in at.markdown if 'title="step 1:' in m.value)
+    hrefs = [parse_qs(urlsplit(html.unescape(h)).query) for h in re.findall(r'href="([^"]+)"', body)]
+    assert [h.get("walk", [""])[0] for h in hrefs] == ["", walk.to_param().split(".")[0]]
+    assert all(h["prompt"] == [text] and h["model_a"] == ["smollm2-135m-instruct"] for h in hrefs)
+
     at = app_test("views/compare.py", query={"max": "2", "prompt": text})
     assert any("control tokens" in w.value and "Gemma" in w.value for w in at.warning) is False or True
     warning = [w.value for w in at.warning if "control tokens" in w.value]

@@ -247,7 +247,8 @@ ss[K.WALK] = walk.to_param()
 view = stp.view(dist, settings, tok, top_n)
 
 st.subheader("Step through")
-st.markdown(figs.walk_html(prompt.formatted, walk), unsafe_allow_html=True)
+st.markdown(figs.walk_html(prompt.formatted, walk, lambda i: state.link_to(URL, {K.WALK: replace(walk, steps=walk.steps[:i]).to_param()})),
+            unsafe_allow_html=True)
 if walk.steps:
     st.markdown(figs.walk_legend(), unsafe_allow_html=True)
 ended = bool(walk.steps) and walk.steps[-1].token_id in eos
