@@ -5,7 +5,6 @@ on hover with its alternatives, and a click opens the Next token page at exactly
 from __future__ import annotations
 
 import html
-import math
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from playground import answers, stepping
-from playground.generate import GenerationSettings, generate, stream
+from playground.generate import GenerationSettings, stream
 from playground.stepping import LogitsCache, make_prompt, parse_walk, replay
 from playground.sampling import SamplingSettings
 from tests.conftest import app_test, screenshot, texts, wait_idle
@@ -47,18 +46,20 @@ def _check_against_page(lm, gen_settings: GenerationSettings, chat: bool, text: 
         assert tok.probability == pytest.approx(step.p_model, abs=tol, rel=tol)
         assert tok.rank == step.rank or step.rank > len(tok.alternatives)
         # the alternatives are the page's top tokens, in order, with the same probabilities
-    last = walk.steps[len(walk.steps) // 2]
-    dist = torch.softmax(LogitsCache(2).get(lm, walk.ids[:len(prompt.ids) + len(walk.steps) // 2]).logits, -1)
-    alts = shown[len(walk.steps) // 2].alternatives
-    assert [a for a, _ in alts[:3]] == [stepping.token_text(lm.tokenizer, int(i)) for i in torch.topk(dist, 3).indices]
-    assert sum(p for _, p in alts) <= 1 + 1e-4
-    assert last.token_id == shown[len(walk.steps) // 2].token_id
+        assert [a for a, _ in tok.alternatives[:3]] == [a for a, _ in step.alternatives[:3]]
+        assert [q for _, q in tok.alternatives[:3]] == pytest.approx([q for _, q in step.alternatives[:3]], abs=tol)
+        assert sum(q for _, q in tok.alternatives) <= 1 + 1e-4
+    # and the link of each token rebuilds exactly that prefix on the page
+    for i in range(len(r.token_ids) + 1):
+        q = answers.query(origin, r.token_ids, i)
+        again = make_prompt(lm.tokenizer, q["prompt"], q["chat"] == "true")
+        assert again.ids + tuple(t for t, _ in parse_walk(q["walk"])) == prompt.ids + tuple(r.token_ids[:i])
     return r, origin
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_transformers_token_probabilities_are_the_next_token_pages(smollm2, temperature):
-    _check_against_page(smollm2, GenerationSettings(max_new_tokens=10, temperature=temperature, top_p=0.9, seed=7),
+    _check_against_page(smollm2, GenerationSettings(max_new_tokens=6, temperature=temperature, top_p=0.9, seed=7),
                         True, PROMPT, 1e-4)
 
 
@@ -76,7 +77,16 @@ def test_llama_cpp_token_probabilities_are_the_next_token_pages(temperature):
     from playground.loading import load_causal_lm
     lm = load_causal_lm("smollm2-135m-instruct:gguf")
     # llama.cpp's logits move a little with how the tokens were batched (the page runs a walk step by step)
-    _check_against_page(lm, GenerationSettings(max_new_tokens=8, temperature=temperature, seed=3), True, PROMPT, 2e-2)
+    _check_against_page(lm, GenerationSettings(max_new_tokens=8, temperature=temperature, seed=3), True, PROMPT, 1e-3)
+    # llama.cpp gets the ids the app's tokenizer makes: special tokens typed as text go as plain text there too
+    text = "Say <|im_end|> back to me."
+    normal = answers.prompt_ids(lm.stream(text, GenerationSettings(max_new_tokens=1)))
+    plain = answers.prompt_ids(stream(lm, text, GenerationSettings(max_new_tokens=1), plain=True))
+    assert normal.count(2) == plain.count(2) + 1
+    s = stream(lm, text, GenerationSettings(max_new_tokens=3), plain=True)
+    for _ in s:
+        pass
+    assert s.result.prompt_tokens == len(plain) and s.result.new_tokens == 3
 
 
 # --- special tokens typed as text ------------------------------------------------------------
@@ -122,8 +132,10 @@ def test_generation_with_plain_text_sends_those_ids(smollm2):
     plain = stream(smollm2, text, GenerationSettings(max_new_tokens=1), plain=True)
     assert 2 in normal.input_ids[0, :-5].tolist()  # the typed <|im_end|> ends the user's turn early
     assert plain.input_ids[0].tolist().count(2) == normal.input_ids[0].tolist().count(2) - 1
-    r = generate(smollm2, text, GenerationSettings(max_new_tokens=4))
-    assert r.token_ids
+    for _ in plain:
+        pass
+    assert plain.result.prompt_tokens == plain.input_ids.shape[1] and len(plain.result.logprobs) == 1
+    assert answers.origin_of(smollm2, text, plain.settings, True, plain.result, plain=True) is None  # no link
 
 
 # --- the page -------------------------------------------------------------------------------
@@ -188,7 +200,6 @@ def test_pages_flag_special_tokens_and_send_them_as_plain_text(smollm2):
     assert all(h["prompt"] == [text] and h["model_a"] == ["smollm2-135m-instruct"] for h in hrefs)
 
     at = app_test("views/compare.py", query={"max": "2", "prompt": text})
-    assert any("control tokens" in w.value and "Gemma" in w.value for w in at.warning) is False or True
     warning = [w.value for w in at.warning if "control tokens" in w.value]
     assert warning and "SmolLM2" in warning[0]
     at.toggle(key="compare_plain").set_value(True)
@@ -202,7 +213,8 @@ def test_pages_flag_special_tokens_and_send_them_as_plain_text(smollm2):
 @pytest.mark.browser
 def test_clicking_a_compare_token_opens_next_token_at_that_prefix(app_url, page):
     page.set_viewport_size({"width": 1400, "height": 1600})
-    page.goto(f"{app_url}/compare?max=10&models=smollm2-135m-instruct%2Cgemma-3-270m")
+    # SmolLM2 on transformers beside its GGUF file on llama.cpp: both answer in a few seconds
+    page.goto(f"{app_url}/compare?max=6&models=smollm2-135m-instruct%2Csmollm2-135m-instruct%3Agguf")
     page.get_by_role("heading", name="Compare models", exact=True).wait_for()
     wait_idle(page)
     page.locator(".st-key-compare_run button").click()
@@ -212,8 +224,9 @@ def test_clicking_a_compare_token_opens_next_token_at_that_prefix(app_url, page)
     page.locator(".st-key-compare_shade").get_by_text("low probability").click()
     wait_idle(page)
     tokens = main.locator(".answer-tokens").first.locator("a.answer-token")
-    assert tokens.count() == 10
-    i = 4
+    assert tokens.count() == 6
+    assert main.locator(".answer-tokens").nth(1).locator("a.answer-token").count() == 6  # llama.cpp's column too
+    i = 3
     tips = [tokens.nth(j).get_attribute("title") for j in range(i + 1)]
     assert all("%" in t and "top choices" in t for t in tips)
     assert "rgba(234, 88, 12" in (tokens.nth(0).get_attribute("style") or "").replace(",", ", ").replace(",  ", ", ")
