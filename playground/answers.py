@@ -146,13 +146,17 @@ def origin_of(lm, text: str, settings, use_chat_template: bool, result, plain: b
 
 
 def query(origin: Origin, token_ids: Sequence[int], index: int) -> dict[str, str] | None:
-    """The Next token page's query parameters for the prefix before token `index` (None past MAX_WALK)."""
+    """The Next token page's query parameters for the prefix before token `index` (None past MAX_WALK, or
+    when the walk is longer than a link's text carries: 256 tokens of a 262k vocabulary can be)."""
     if not 0 <= index <= min(len(token_ids), MAX_WALK):
         return None
     how = "g" if origin.temperature == 0 else "s"  # as playground.stepping.parse_walk reads it
+    walk = ".".join(f"{int(t)}{how}" for t in token_ids[:index])
+    if len(walk) > LINK_TEXT_MAX:  # the page would read only the first LINK_TEXT_MAX characters of it
+        return None
     return {
         "prompt": origin.prompt, "chat": "true" if origin.chat else "false", "model_a": origin.model_id,
-        "walk": ".".join(f"{int(t)}{how}" for t in token_ids[:index]),
+        "walk": walk,
         "temperature": f"{origin.temperature:g}", "top_k": str(origin.top_k), "top_p": f"{origin.top_p:g}",
         "seed": str(origin.seed),
     }

@@ -269,3 +269,27 @@ def test_prompt_ab_flags_special_tokens_in_a_template_and_runs_them_as_plain_tex
     normal = special.encode(smollm2.tokenizer, cell.user, True, cell.system)[0].tolist()
     plain = special.encode(smollm2.tokenizer, cell.user, True, cell.system, plain=True)[0].tolist()
     assert normal.count(2) == plain.count(2) + 1 and cell.prompt_tokens == len(plain)
+
+
+def test_links_stop_where_the_page_could_not_rebuild_the_prefix():
+    from playground.links import LINK_TEXT_MAX
+
+    o = answers.Origin("gemma-3-270m", "Hi", False, 0.0, 0, 1.0, 0)
+    ids = [262_000 + i for i in range(300)]  # 8 characters per step in the walk
+    longest = max(i for i in range(len(ids) + 1) if answers.query(o, ids, i) is not None)
+    assert len(answers.query(o, ids, longest)["walk"]) <= LINK_TEXT_MAX < len(answers.query(o, ids, longest)["walk"]) + 9
+    assert answers.query(o, [5] * 300, answers.MAX_WALK + 1) is None and answers.query(o, [5] * 300, answers.MAX_WALK)
+    assert answers.href(None, ids, 0) is None
+
+
+def test_no_origin_when_the_page_cannot_rebuild_the_prompt(smollm2):
+    from playground.links import LINK_TEXT_MAX
+
+    for text, expected in (("word " * 20, True), ("word " * (LINK_TEXT_MAX // 5 + 1), False)):
+        s = stream(smollm2, text, GenerationSettings(max_new_tokens=1))
+        assert (answers.origin(smollm2, text, s.settings, True, s.prompt, answers.prompt_ids(s)) is not None) is expected
+    # a system message: the page has none, so the link carries the formatted prompt, raw
+    s = stream(smollm2, "Name a colour.", GenerationSettings(max_new_tokens=1), system="Answer in French.")
+    o = answers.origin(smollm2, "Name a colour.", s.settings, True, s.prompt, answers.prompt_ids(s))
+    assert o is not None and o.chat is False and o.prompt == s.prompt and "Answer in French." in o.prompt
+    assert make_prompt(smollm2.tokenizer, o.prompt, False).ids == answers.prompt_ids(s)
