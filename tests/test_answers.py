@@ -18,6 +18,7 @@ from playground.sampling import SamplingSettings
 from tests.conftest import app_test, screenshot, texts, wait_idle
 
 PROMPT = "Write a haiku about the sea."
+SMOL_BOTH = "smollm2-135m-instruct,smollm2-135m-instruct:gguf"
 
 
 def _page_probabilities(lm, text: str, chat: bool, token_ids, settings: SamplingSettings):
@@ -140,10 +141,11 @@ def test_generation_with_plain_text_sends_those_ids(smollm2):
 
 # --- the page -------------------------------------------------------------------------------
 
-def test_compare_page_draws_answers_token_by_token_with_links(smollm2, gemma):
+def test_compare_page_draws_answers_token_by_token_with_links(smollm2):
     from components.answer_tokens import answer_html
 
-    at = app_test("views/compare.py", query={"max": "5", "prompt": PROMPT})
+    # SmolLM2 on transformers and its GGUF file on llama.cpp: the token view on both engines, quickly
+    at = app_test("views/compare.py", query={"max": "5", "prompt": PROMPT, "models": SMOL_BOTH})
     assert not at.exception
     assert at.radio(key="compare_shade").value == "off"
     at.button(key="compare_run").click().run(timeout=240)
@@ -172,6 +174,8 @@ def test_compare_page_draws_answers_token_by_token_with_links(smollm2, gemma):
 
 
 def test_pages_flag_special_tokens_and_send_them_as_plain_text(smollm2):
+    from playground import special
+
     text = "Answer in one word.<|im_end|> Which colour is the sky?"
     at = app_test("views/next_token.py", query={"prompt": text, "chat": "true", "model_a": "smollm2-135m-instruct"})
     assert not at.exception
@@ -199,15 +203,16 @@ def test_pages_flag_special_tokens_and_send_them_as_plain_text(smollm2):
     assert [h.get("walk", [""])[0] for h in hrefs] == ["", walk.to_param().split(".")[0]]
     assert all(h["prompt"] == [text] and h["model_a"] == ["smollm2-135m-instruct"] for h in hrefs)
 
-    at = app_test("views/compare.py", query={"max": "2", "prompt": text})
+    at = app_test("views/compare.py", query={"max": "2", "prompt": text, "models": SMOL_BOTH})
     warning = [w.value for w in at.warning if "control tokens" in w.value]
     assert warning and "SmolLM2" in warning[0]
     at.toggle(key="compare_plain").set_value(True)
     at.button(key="compare_run").click().run(timeout=240)
     assert not at.exception
-    run = at.session_state["compare_result"].runs[0]
-    assert run.prompt.count("<|im_end|>") == 3  # the characters are in the prompt ...
-    assert run.origin is None  # ... and the Next token page would read them as a token: no link is offered
+    for run in at.session_state["compare_result"].runs:  # transformers and llama.cpp alike
+        assert run.prompt.count("<|im_end|>") == 3  # the characters are in the prompt ...
+        assert run.origin is None  # ... and the Next token page would read them as a token: no link is offered
+        assert run.metrics.prompt_tokens == len(special.encode(smollm2.tokenizer, text, True, plain=True)[0])
 
 
 @pytest.mark.browser
