@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from components import answer_tokens
 from components.format import human_bytes, human_count
 from playground.compare import Comparison, ModelRun, Perplexity, Update, VariantReport
 from playground.generate import GenerationSettings
@@ -72,7 +73,9 @@ def run_metrics(run: ModelRun) -> None:
 class StreamColumns:
     """2-4 columns that fill as `Update`s arrive; each shows its numbers once its model finishes."""
 
-    def __init__(self, labels: Sequence[str], templated: Sequence[bool], settings: Sequence[GenerationSettings]) -> None:
+    def __init__(self, labels: Sequence[str], templated: Sequence[bool], settings: Sequence[GenerationSettings],
+                 shade: str = "off") -> None:
+        self.shade = shade
         self.columns = st.columns(len(labels), gap="medium", border=True)
         self.text = []
         self.metrics = []
@@ -84,19 +87,25 @@ class StreamColumns:
 
     def update(self, u: Update) -> None:
         if u.run is not None:
-            self.text[u.column].text(u.run.text or "(no text)")
+            answer(u.run, self.shade, self.text[u.column])
             with self.metrics[u.column].container():
                 run_metrics(u.run)
         elif u.text:
             self.text[u.column].text(u.so_far + CURSOR)
 
 
-def comparison_columns(c: Comparison) -> None:
+def answer(run: ModelRun, shade: str, where) -> None:
+    """One column's answer: token by token (hover, shading, a link per token) where the engine kept
+    their probabilities, else its text."""
+    answer_tokens.show(run.logprobs, run.token_ids, run.origin, run.text, shade, where)
+
+
+def comparison_columns(c: Comparison, shade: str = "off") -> None:
     """A finished comparison, drawn like the streamed one."""
     cols = st.columns(len(c.runs), gap="medium", border=True)
     for col, run in zip(cols, c.runs):
         _header(col, run.label, run.templated, run.settings, run.column)
-        col.text(run.text or "(no text)")
+        answer(run, shade, col)
         with col:
             run_metrics(run)
 

@@ -116,22 +116,31 @@ def prob_colour(p: float) -> str:
     return sample_colorscale(PROB_SCALE, [max(0.0, min(1.0, p))])[0]
 
 
-def walk_html(prompt: str, walk: Walk) -> str:
+def walk_html(prompt: str, walk: Walk, href=None) -> str:
     """The text so far: the prompt in grey, each chosen token on a background coloured by its probability.
 
-    Hovering a token shows its probability, rank and how it was chosen; a small number after
-    each token is its rank.
+    Hovering a token shows its probability, rank, how it was chosen and the model's top choices
+    there; a small number after each token is its rank. `href(i)`, if given, is the link of the
+    prefix before step i (0-based): a click on a token opens the walk as it was when it was chosen.
     """
     spans = [f'<span style="color:#77768a;white-space:pre-wrap">{html.escape(prompt)}</span>']
     for i, s in enumerate(walk.steps, start=1):
         colour = prob_colour(s.p_model).replace("rgb(", "rgba(").replace(")", ",0.45)")
         border = HOW_COLOURS.get(s.how, BEFORE)
         tip = f"step {i}: {visible(s.text)} — model {pct(s.p_model)}, rank {s.rank}, {s.how}"
-        spans.append(
-            f'<span title="{html.escape(tip)}" style="background:{colour};border-bottom:2px solid {border};'
-            f'border-radius:3px;white-space:pre-wrap">{html.escape(s.text)}'
-            f'<sub style="color:#55546a;font-size:0.65em">{s.rank}</sub></span>'
-        )
+        if s.alternatives:
+            tip += "\nthe model's top choices here:\n" + "\n".join(f"  {visible(a)}  {pct(p)}" for a, p in s.alternatives)
+        link = href(i - 1) if href is not None else None
+        if link:
+            tip += "\nclick: open the walk at this point (a new tab)"
+        tip = html.escape(tip).replace("\n", "&#10;")
+        span = (f'<span title="{tip}" style="background:{colour};border-bottom:2px solid {border};'
+                f'border-radius:3px;white-space:pre-wrap">{html.escape(s.text).replace(chr(10), "&#10;")}'
+                f'<sub style="color:#55546a;font-size:0.65em">{s.rank}</sub></span>')
+        if link:
+            span = (f'<a href="{html.escape(link, quote=True)}" target="_blank" '
+                    f'style="color:inherit;text-decoration:none">{span}</a>')
+        spans.append(span)
     return (
         '<div style="font-family:ui-monospace,Menlo,monospace;line-height:1.9;padding:0.6em 0.8em;'
         'border:1px solid #e4e1f3;border-radius:8px;background:#fcfbff">' + "".join(spans) + "</div>"

@@ -22,6 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from components import answer_tokens
 from playground import experiments as core
 from playground.errors import PlaygroundError, describe
 from playground.experiments import Arm, ArmSummary, Cell, Check, Experiment
@@ -191,15 +192,16 @@ def parse_cell_option(exp: Experiment, option: str) -> tuple[int, Arm]:
     return int(row), arm
 
 
-def cell_details(exp: Experiment, cell: Cell | None, show_prompt_key: str) -> None:
-    """A cell's output, cost, checks and scores; its rendered prompt behind a toggle."""
+def cell_details(exp: Experiment, cell: Cell | None, show_prompt_key: str, shade: str = "off") -> None:
+    """A cell's output (token by token when it was generated in this session), cost, checks and scores;
+    its rendered prompt behind a toggle."""
     if cell is None:
         st.info("Not generated yet: press Run.")
         return
     if not cell.ok:
         st.error(cell.error)
         return
-    st.text(cell.output or "(empty output)")
+    answer_tokens.show(cell.logprobs, cell.token_ids, cell.origin, cell.output or "(empty output)", shade)
     a, b, c, d = st.columns(4)
     a.metric("New tokens", f"{cell.new_tokens:,}")
     b.metric("Prompt tokens", f"{cell.prompt_tokens:,}")

@@ -13,12 +13,13 @@ cell details, diff, summary charts: components/experiments.py).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
 import streamlit as st
 
-from components import cache
+from components import answer_tokens, cache, special_tokens
 from components import experiments as view
 from components.models import load as load_model
 from components.pickers import default_generator as default_model
@@ -69,6 +70,9 @@ class K:
     flash = "ab_flash"
     cell = "ab_cell"
     show_prompt = "ab_show_prompt"
+    shade = "ab_shade"  # the uncertainty shading of a cell's tokens
+    plain = "ab_plain"  # special tokens typed in templates or inputs go as plain text
+    tokens = "ab_tokens"  # (experiment, row, template, model) -> the tokens of the cells this session generated
     diff_left = "ab_diff_left"
     diff_right = "ab_diff_right"
     blind = "ab_blind"
@@ -453,6 +457,7 @@ class RunControls:
     run: bool
     save: bool
     live: object  # the placeholder a run draws its progress in
+    plain: bool = False  # special tokens typed in templates or inputs go as plain text
 
 
 def run_controls(t: Templates, rows: tuple) -> RunControls:
@@ -472,6 +477,7 @@ def run_controls(t: Templates, rows: tuple) -> RunControls:
     d.checkbox("Chat template", key=K.chat, help="wrap each prompt in the model's chat template (with the system message)")
 
     settings = core.page_settings(ss[K.models], ss[K.max_tokens], ss[K.temperature], ss[K.chat], ss[K.gen_extra])
+    plain = special_tokens.check(_typed(t, rows), lambda: special_tokens.tokenizers(ss[K.models]), K.plain)
     n_cells = len(rows) * len(t.variants) * max(len(ss[K.models]), 1)
     if n_cells > core.CONFIRM_CELLS:
         st.checkbox(f"Yes, run all {n_cells:,} generations ({len(rows):,} rows x {len(t.variants)} templates x "
@@ -481,7 +487,19 @@ def run_controls(t: Templates, rows: tuple) -> RunControls:
                     help="Generate every missing cell. After editing templates or inputs, a rerun is saved as a new "
                          "experiment.")
     save = r2.button("Save", key=K.save, width="stretch", help="Save templates, inputs, checks and name without running.")
-    return RunControls(settings, run, save, st.empty())
+    return RunControls(settings, run, save, st.empty(), plain)
+
+
+def _typed(t: Templates, rows: tuple) -> dict[str, str]:
+    """Every text a person typed that goes into the prompts: the templates, their system messages, the inputs."""
+    texts = {}
+    for v in t.variants:
+        texts[v.label] = v.template
+        texts[f"{v.label}, system"] = v.system
+    for n, r in enumerate(rows, start=1):
+        for col, value in r.values.items():
+            texts[f"row {n}, {col}"] = str(value)
+    return texts
 
 
 def _prepared(db, current, t: Templates, i: Inputs, found: list, problems: list, settings) -> tuple:
@@ -509,14 +527,37 @@ def save_or_run(db, current, t: Templates, i: Inputs, found: list, problems: lis
         try:
             exp, action, reused = _prepared(db, current, t, i, found, problems, rc.settings)
             ss[K.exp] = ss[K.loaded] = exp.id
-            report = _run(db, exp, rc.live)
+            report = _run(db, exp, rc.live, rc.plain)
             ss[K.flash] = ("success", core.run_message(exp, action, reused, report))
         except Exception as exc:  # noqa: BLE001 - shown, never a traceback
             ss[K.flash] = ("error", describe(exc))
         st.rerun()
 
 
-def _run(db, exp: core.Experiment, live) -> core.RunReport:
+KEPT_CELLS = 512  # cells whose tokens a session keeps
+
+
+def _keep_tokens(exp_id: str, cell: core.Cell) -> None:
+    """Keep, for this session, a generated cell's tokens and their probabilities (the store saves only its text)."""
+    if not cell.logprobs:
+        return
+    kept = st.session_state.setdefault(K.tokens, {})
+    kept[(exp_id, cell.row, cell.variant, cell.model_id)] = (cell.output, cell.logprobs, cell.token_ids, cell.origin)
+    while len(kept) > KEPT_CELLS:
+        kept.pop(next(iter(kept)))
+
+
+def _with_tokens(exp_id: str, cell: core.Cell | None) -> core.Cell | None:
+    """The cell with the tokens this session kept for it, if it generated this very output."""
+    if cell is None or cell.logprobs:
+        return cell
+    kept = st.session_state.get(K.tokens, {}).get((exp_id, cell.row, cell.variant, cell.model_id))
+    if kept is None or kept[0] != cell.output:
+        return cell
+    return dataclasses.replace(cell, logprobs=kept[1], token_ids=kept[2], origin=kept[3])
+
+
+def _run(db, exp: core.Experiment, live, plain: bool = False) -> core.RunReport:
     ss = st.session_state
     pending = len(exp.pending())
     with live.container():
@@ -531,6 +572,7 @@ def _run(db, exp: core.Experiment, live) -> core.RunReport:
             now.warning(f"No embedding similarity this time: {describe(exc)}")
 
     def on_cell(cell: core.Cell, done: int, total: int) -> None:
+        _keep_tokens(exp.id, cell)
         bar.progress(done / total, text=f"{done} of {total} cells · row {cell.row + 1} · "
                                         f"{exp.arm_label(cell.arm)} · {cell.seconds:.1f} s")
         with grid_slot:
@@ -542,7 +584,7 @@ def _run(db, exp: core.Experiment, live) -> core.RunReport:
     with grid_slot:
         view.grid(exp)
     return core.run(exp, db, lambda m: load_model(m), embedder=embedder, on_cell=on_cell, on_text=on_text,
-                    confirmed=ss[K.confirm])
+                    confirmed=ss[K.confirm], plain=plain)
 
 
 # --- 5. results ----------------------------------------------------------------------------------
@@ -582,7 +624,9 @@ def grid_tab(exp: core.Experiment) -> None:
     st.markdown("**Cell details**")
     st.selectbox("Cell", cells, key=K.cell, format_func=lambda o: view.cell_label(exp, o))
     row, arm = view.parse_cell_option(exp, ss[K.cell])
-    view.cell_details(exp, exp.cell(row, arm), K.show_prompt)
+    cell = _with_tokens(exp.id, exp.cell(row, arm))
+    shade = answer_tokens.shading_control(K.shade) if cell is not None and cell.logprobs else "off"
+    view.cell_details(exp, cell, K.show_prompt, shade)
     st.markdown("**Diff between two cells**")
     left, right = st.columns(2)
     left.selectbox("First cell", cells, key=K.diff_left, format_func=lambda o: view.cell_label(exp, o))

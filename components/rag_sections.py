@@ -23,11 +23,11 @@ from typing import Any
 
 import streamlit as st
 
-from components import cache, state
+from components import answer_tokens, cache, special_tokens, state
 from components import rag as view
 from components.models import require
 from components.pickers import default_generator, generators, label
-from playground import links
+from playground import answers, links
 from playground.errors import PlaygroundError, WouldReplaceError, describe
 from playground.generate import GenerationSettings
 from playground.links import Link
@@ -93,6 +93,9 @@ class K:
     replace_ok = "rag_replace_ok"  # the documents' fingerprint whose replacing was confirmed
     chunks_memo = "rag_chunks_memo"
     question = "rag_question"
+    plain = "rag_plain"  # special tokens typed in the question or the template go as plain text
+    answer_plain = "rag_answer_plain"  # whether the answer shown was generated that way
+    answer_shade = "rag_answer_shade"  # the uncertainty shading of the answer's tokens
     method = "rag_method"
     top_k = "rag_top_k"
     threshold = "rag_threshold"
@@ -775,9 +778,9 @@ def retrieval(db: Store, chunked: Chunked) -> Retrieved:
 # --- 5. the prompt and the answer ----------------------------------------------------------------------------
 
 
-def stream_answer(lm, plan: PromptPlan, box, prefix: str = "a", name: str = "") -> Answer:
+def stream_answer(lm, plan: PromptPlan, box, prefix: str = "a", name: str = "", plain: bool = False) -> Answer:
     """Stream the model's answer to `plan` into `box` as it comes; the finished Answer."""
-    s = ask(lm, plan)
+    s = ask(lm, plan, plain)
     text = ""
     for piece in s:
         text += piece.text
@@ -811,6 +814,9 @@ def answer(cat: Catalogue, found: Retrieved) -> Answering:
     st.text_area("Prompt template (LangChain; {context} and {question} are filled in)", key=K.template, height=130,
                  help=limit_help("template"))
     template = checked("template", "The prompt template")
+    plain = special_tokens.check({"the question": ss[K.question], "the prompt template": ss[K.template]},
+                                 {lm.spec.label: lm.tokenizer} if getattr(lm, "tokenizer", None) is not None else {},
+                                 K.plain)
     r = found.retrieval
     plan = None
     if r is not None and template is not None:
@@ -825,11 +831,11 @@ def answer(cat: Catalogue, found: Retrieved) -> Answering:
             view.hits(r, "a", dropped=plan.dropped if plan else ())
     with right:
         if plan is not None:
-            _prompt_and_answer(lm, plan)
+            _prompt_and_answer(lm, plan, plain)
     return Answering(lm, plan)
 
 
-def _prompt_and_answer(lm, plan: PromptPlan) -> None:
+def _prompt_and_answer(lm, plan: PromptPlan, plain: bool = False) -> None:
     st.subheader("The prompt")
     c1, c2 = st.columns(2)
     c1.metric("Prompt tokens", f"{plan.prompt_tokens:,}", help="Counted with the answering model's tokenizer.")
@@ -845,7 +851,8 @@ def _prompt_and_answer(lm, plan: PromptPlan) -> None:
     box = st.empty()
     if pressed:
         try:
-            ss[K.answer_result] = stream_answer(lm, plan, box, "a")
+            ss[K.answer_result] = stream_answer(lm, plan, box, "a", plain=plain)
+            ss[K.answer_plain] = plain
         except PlaygroundError as exc:
             fail(exc)
     done = ss.get(K.answer_result)
@@ -855,8 +862,21 @@ def _prompt_and_answer(lm, plan: PromptPlan) -> None:
         st.caption(f"{r.new_tokens} tokens · {r.tokens_per_second:.1f} tokens/s · first token after "
                    f"{r.time_to_first_token:.1f} s · stopped: {r.finish_reason}")
         st.markdown(view.citations_list(done.text, done.plan.used))
+        answer_tokens_section(lm, done, ss.get(K.answer_plain, False))
     elif not pressed:
         box.caption("Press Answer to stream the model's answer to this prompt.")
+
+
+def answer_tokens_section(lm, done: Answer, plain: bool) -> None:
+    """The answer token by token: each token's probability and alternatives, a link to Next token where
+    that page can rebuild the prompt (a prompt with its passages is usually too long for a link)."""
+    r = done.result
+    if not r.logprobs:
+        return
+    with st.expander("The answer token by token", expanded=False):
+        shade = answer_tokens.shading_control(K.answer_shade)
+        origin = answers.origin_of(lm, done.plan.text, done.plan.settings, done.plan.chat_template, r, plain)
+        answer_tokens.show(r.logprobs, r.token_ids, origin, r.text, shade)
 
 
 def embedding_space(db: Store, chunked: Chunked, found: Retrieved) -> None:

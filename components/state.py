@@ -89,6 +89,24 @@ def to_url(url_keys: dict[str, Link | str]) -> list[str]:
     return left
 
 
+def link_to(url_keys: dict[str, Link | str], changed: dict[str, Any] | None = None) -> str | None:
+    """A relative link ("?a=1&b=2") to this page with the session's linked values, some of them `changed`;
+    None when a text is too long for a link (the link would open on something else)."""
+    from urllib.parse import urlencode
+
+    changed = changed or {}
+    params = {}
+    for key, link in url_keys.items():
+        if key not in st.session_state and key not in changed:
+            continue
+        value = changed.get(key, st.session_state.get(key))
+        link = _link(key, link, value)
+        if not links.fits(value, link.spec):
+            return None
+        params[link.param] = links.as_text(value)
+    return "?" + urlencode(params)
+
+
 def init_shared() -> None:
     init({MODEL: DEFAULT_CHAT_MODEL, HUB_ID: ""}, MODEL_LINK)
 

@@ -36,7 +36,10 @@ from datetime import datetime, timezone
 
 import torch
 
+from playground import answers
 from playground import generate as gen
+from playground.answers import Origin
+from playground.engines import TokenLogprob
 from playground.errors import InputError, PlaygroundError, describe
 from playground.generate import GenerationResult, GenerationSettings
 from playground.passes import forward
@@ -108,6 +111,8 @@ class ModelRun:
     token_ids: tuple[int, ...]
     metrics: RunMetrics
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per generated token, where the engine gives them
+    origin: Origin | None = None  # how the Next token page reopens this answer's prefixes (None: it cannot)
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,8 @@ class SideBySide:
     Prompts are checked (length against each context) before anything runs.
     """
 
-    def __init__(self, lms: Sequence[LoadedModel], text: str, entries: Sequence[Entry], concurrent: bool = True) -> None:
+    def __init__(self, lms: Sequence[LoadedModel], text: str, entries: Sequence[Entry], concurrent: bool = True,
+                 plain: bool = False) -> None:
         if len(lms) != len(entries):
             raise InputError(f"{len(lms)} models loaded for {len(entries)} entries.")
         check_entries([e.model_id for e in entries])
@@ -179,7 +185,10 @@ class SideBySide:
             if lm.spec.id != e.model_id:
                 raise InputError(f"Column {e.model_id!r} was given the model {lm.spec.id!r}.")
         self.lms, self.text, self.entries, self.concurrent = list(lms), text, list(entries), concurrent
-        self.streams = [gen.stream(lm, text, e.settings, use_chat_template=e.use_chat_template)
+        # plain: special tokens typed in the text go as ordinary text (playground.special); a server
+        # tokenizes by itself and gets the characters either way
+        self.streams = [gen.stream(lm, text, e.settings, use_chat_template=e.use_chat_template,
+                                   plain=plain and lm.tokenizer is not None)
                         for lm, e in zip(lms, entries)]
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.result: Comparison | None = None
@@ -195,7 +204,9 @@ class SideBySide:
             metrics = RunMetrics(r.prompt_tokens, r.new_tokens, r.time_to_first_token, r.tokens_per_second,
                                  r.total_seconds, r.finish_reason, lm.load_seconds, lm.memory_bytes)
             return ModelRun(i, lm.spec.id, lm.spec.label, lm.spec.precision, s.templated, s.prompt, e.settings,
-                            r.text, r.token_ids, metrics)
+                            r.text, r.token_ids, metrics, logprobs=r.logprobs,
+                            origin=answers.origin(lm, self.text, e.settings, e.use_chat_template, s.prompt,
+                                                  answers.prompt_ids(s)))
         metrics = RunMetrics(s.prompt_tokens, 0, 0.0, 0.0, 0.0, "error", lm.load_seconds, lm.memory_bytes)
         return ModelRun(i, lm.spec.id, lm.spec.label, lm.spec.precision, s.templated, s.prompt, e.settings,
                         "", (), metrics, error=describe(payload))

@@ -11,6 +11,12 @@ running at the same time.
     for chunk in gen: print(chunk.text, end="")
     result = gen.result
 
+Each generated token keeps its log-probability and top `ALTERNATIVES` (`Chunk.logprobs`,
+`GenerationResult.logprobs`): a logits processor placed before any other records the log-softmax
+of the raw scores at each step. That is the model's own distribution (T = 1, no top-k / top-p),
+the "model probability" the Next token page shows for the same prefix and what the llama.cpp
+engine records, whatever settings the token was drawn with.
+
 What it leaves out: the step-by-step distribution view (playground.passes + sampling).
 """
 
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from playground.engines import TokenLogprob
+from playground.engines import TRANSFORMERS, TokenChoice, TokenLogprob
 from playground.errors import ContextLengthError, InputError, PlaygroundError
 from playground.loading import LoadedModel
 from playground.options import option, shared, validate
@@ -117,18 +123,52 @@ def _eos_ids(lm: LoadedModel) -> set[int]:
     return ids
 
 
-class _QueueStreamer:
-    """transformers streamer: the first put() is the prompt, each later one a new token."""
+ALTERNATIVES = TRANSFORMERS.alternatives  # top alternatives kept per generated token
 
-    def __init__(self) -> None:
+
+class _Recorder:
+    """A logits processor that keeps the model's own log-probabilities of this step (it changes nothing).
+
+    Placed first, it sees the raw scores (B, V) in float32; the streamer's put() for the token
+    chosen from them comes right after, and reads that token's log-probability and the top k.
+    The work per step is one log-softmax and one top-k over the vocabulary, in the worker thread.
+    """
+
+    def __init__(self, k: int = ALTERNATIVES) -> None:
+        self.k = k
+        self._row: torch.Tensor | None = None  # (V,) log-probabilities of the step in progress
+        self._top: tuple[list[float], list[int]] = ([], [])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        row = torch.log_softmax(scores[0].float(), dim=-1)  # (V,)
+        top = torch.topk(row, min(self.k, row.shape[0]))  # values, indices: (k,)
+        self._row, self._top = row, (top.values.tolist(), top.indices.tolist())
+        return scores
+
+    def take(self, token_id: int) -> tuple[float, list[float], list[int]] | None:
+        """The chosen token's log-probability and the step's top k (values, ids), or None if no step ran."""
+        if self._row is None:
+            return None
+        row, self._row = self._row, None
+        return float(row[token_id]), *self._top
+
+
+class _QueueStreamer:
+    """transformers streamer: the first put() is the prompt, each later one a new token
+    (with what the recorder kept of its step, when there is one)."""
+
+    def __init__(self, recorder: _Recorder | None = None) -> None:
         self.q: queue.Queue = queue.Queue()
         self._seen_prompt = False
+        self.recorder = recorder
 
     def put(self, value: torch.Tensor) -> None:
         if not self._seen_prompt:
             self._seen_prompt = True
             return
-        self.q.put([int(v) for v in value.reshape(-1).tolist()])
+        ids = [int(v) for v in value.reshape(-1).tolist()]
+        kept = self.recorder.take(ids[0]) if self.recorder is not None and len(ids) == 1 else None
+        self.q.put((ids, kept))
 
     def end(self) -> None:
         self.q.put(None)
@@ -167,12 +207,15 @@ class _Cancel:
 class Stream:
     """An iterator of Chunks; `.result` holds the GenerationResult once it is exhausted."""
 
-    def __init__(self, lm: LoadedModel, prompt: str, settings: GenerationSettings, templated: bool) -> None:
+    def __init__(self, lm: LoadedModel, prompt: str, settings: GenerationSettings, templated: bool,
+                 logprobs: bool = True, input_ids: torch.Tensor | None = None) -> None:
         validate(settings)
         if not lm.spec.can_generate:
             raise InputError(f"{lm.spec.name} cannot generate text.")
         self.lm, self.prompt, self.settings, self.templated = lm, prompt, settings, templated
-        self.input_ids = encode_prompt(lm.tokenizer, prompt, templated)
+        self.input_ids = encode_prompt(lm.tokenizer, prompt, templated) if input_ids is None else input_ids  # (1, T)
+        self.recorder = _Recorder() if logprobs else None
+        self._pieces: dict[int, str] = {}
         n = self.input_ids.shape[1]
         if n == 0:
             raise InputError("The prompt is empty: type something for the model to continue.")
@@ -204,10 +247,14 @@ class Stream:
         )
         # generate itself is always greedy: a sampled stream draws in _SeededSampler with its own generator
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if s.temperature > 0:
-            from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList
 
-            kw["logits_processor"] = LogitsProcessorList([_SeededSampler(s)])
+        # the recorder first: it keeps the model's own distribution, before any processor reshapes it
+        processors = [self.recorder] if self.recorder is not None else []
+        if s.temperature > 0:
+            processors.append(_SeededSampler(s))
+        if processors:
+            kw["logits_processor"] = LogitsProcessorList(processors)
         if s.stop:
             kw.update(stop_strings=list(s.stop), tokenizer=self.lm.tokenizer)
         from transformers import StoppingCriteriaList
@@ -216,7 +263,7 @@ class Stream:
         return kw
 
     def __iter__(self) -> Iterator[Chunk]:
-        streamer = _QueueStreamer()
+        streamer = _QueueStreamer(self.recorder)
         kwargs = self._kwargs(streamer)
 
         def work() -> None:
@@ -231,6 +278,9 @@ class Stream:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         ids: list[int] = []
+        logprobs: list[TokenLogprob] = []
+        pending_ids: list[int] = []
+        pending_lp: list[TokenLogprob] = []
         text_so_far = ""
         first: float | None = None
         tok = self.lm.tokenizer
@@ -243,13 +293,20 @@ class Stream:
                 now = time.perf_counter() - start
                 if first is None:
                     first = now
-                ids.extend(item)
+                new_ids, kept = item
+                ids.extend(new_ids)
+                pending_ids.extend(new_ids)
+                if kept is not None:
+                    lp = self._logprob(new_ids[0], kept)
+                    logprobs.append(lp)
+                    pending_lp.append(lp)
                 text = tok.decode(ids, skip_special_tokens=True)
                 if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                     continue
                 new = text[len(text_so_far):] if text.startswith(text_so_far) else text
                 text_so_far = text
-                yield Chunk(new, tuple(item), now)
+                yield Chunk(new, tuple(pending_ids), now, tuple(pending_lp))
+                pending_ids, pending_lp = [], []
             finished = True
         finally:
             if not finished:  # the consumer stopped early (a page rerun): stop the worker too
@@ -262,8 +319,9 @@ class Stream:
                 raise err
             raise PlaygroundError(f"Generation failed in {self.lm.spec.name}: {type(err).__name__}: {err}") from err
         final = tok.decode(ids, skip_special_tokens=True)
-        if final != text_so_far:
-            yield Chunk(final[len(text_so_far):], (), total)
+        if final != text_so_far or pending_ids:
+            yield Chunk(final[len(text_so_far):] if final.startswith(text_so_far) else final, tuple(pending_ids), total,
+                        tuple(pending_lp))
         self.result = GenerationResult(
             model_id=self.lm.spec.id,
             prompt=self.prompt,
@@ -273,7 +331,25 @@ class Stream:
             finish_reason=self._finish_reason(ids, final),
             time_to_first_token=first if first is not None else total,
             total_seconds=total,
+            logprobs=tuple(logprobs) if len(logprobs) == len(ids) else (),
         )
+
+    def _piece(self, token_id: int) -> str:
+        """A token as text (its raw piece when it is part of a multi-byte character), cached per stream."""
+        pieces = self._pieces
+        text = pieces.get(token_id)
+        if text is None:
+            text = self.lm.tokenizer.decode([token_id])
+            if "\ufffd" in text:
+                raw = self.lm.tokenizer.convert_ids_to_tokens(token_id)
+                text = raw if isinstance(raw, str) else text
+            pieces[token_id] = text
+        return text
+
+    def _logprob(self, token_id: int, kept: tuple[float, list[float], list[int]]) -> TokenLogprob:
+        lp, values, top_ids = kept
+        alts = tuple(TokenChoice(self._piece(i), v, i) for v, i in zip(values, top_ids))
+        return TokenLogprob(self._piece(token_id), lp, token_id, alts)
 
     def _finish_reason(self, ids: list[int], text: str) -> str:
         if self.cancel_event.is_set():
@@ -287,19 +363,31 @@ class Stream:
 
 
 def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-           system: str | None = None) -> Stream:
+           system: str | None = None, plain: bool = False) -> Stream:
     """Stream `text` through `lm`, via its chat template when it has one and it is asked for.
 
     `lm` is any loaded entry (playground.engines.EngineModel); entries on llama.cpp or a remote
     server stream through their own engine with the same settings and the same Chunk / result types.
+    `plain`: special tokens typed in `text` (``<|im_end|>``) reach the model as ordinary text, not as
+    control tokens (playground.special).
     """
     settings = settings or GenerationSettings()
     if not isinstance(lm, LoadedModel):
+        if plain and lm.tokenizer is None:
+            raise InputError(f"{lm.spec.name} is on a server, which tokenizes the text itself: special tokens cannot "
+                             "be sent to it as plain text. Take them out of the text.")
+        if plain:
+            return lm.stream(text, settings, use_chat_template=use_chat_template, system=system, plain=True)
         return lm.stream(text, settings, use_chat_template=use_chat_template, system=system)
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to answer.")
     prompt = format_prompt(lm.tokenizer, text, use_chat_template, system)
-    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template))
+    ids = None
+    if plain:
+        from playground import special  # it builds on this module
+
+        ids = special.encode(lm.tokenizer, text, use_chat_template, system, plain=True)
+    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template), input_ids=ids)
 
 
 def generate(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,

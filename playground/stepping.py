@@ -61,13 +61,23 @@ def has_chat_template(tokenizer) -> bool:
     return templated(tokenizer)
 
 
-def make_prompt(tokenizer, text: str, use_chat_template: bool, continuation: str = "") -> Prompt:
-    """The ids a model sees for `text` (+ a continuation typed after the template's assistant header)."""
+def make_prompt(tokenizer, text: str, use_chat_template: bool, continuation: str = "", plain: bool = False) -> Prompt:
+    """The ids a model sees for `text` (+ a continuation typed after the template's assistant header).
+
+    `plain`: special tokens typed in `text` are read as ordinary text (playground.special); the
+    continuation is then tokenized on its own after the prompt.
+    """
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to continue.")
     formatted = format_prompt(tokenizer, text, use_chat_template)
     is_templated = templated(tokenizer, use_chat_template)
-    ids = encode_prompt(tokenizer, formatted + continuation, is_templated)[0]  # (T,)
+    if plain:
+        from playground import special
+
+        more = tokenizer(continuation, add_special_tokens=False).input_ids if continuation else []
+        ids = torch.tensor(special.encode(tokenizer, text, use_chat_template, plain=True)[0].tolist() + list(more))
+    else:
+        ids = encode_prompt(tokenizer, formatted + continuation, is_templated)[0]  # (T,)
     return Prompt(text, formatted + continuation, is_templated, tuple(int(i) for i in ids))
 
 
@@ -231,6 +241,7 @@ class Step:
     p_model: float  # the probability the model gave it (T = 1, no filter)
     p_drawn: float  # its probability under the settings it was chosen with (0 if they dropped it)
     rank: int  # 1 = the model's most likely token
+    alternatives: tuple[tuple[str, float], ...] = ()  # the model's top STEP_ALTERNATIVES here: (text, probability)
 
 
 @dataclass(frozen=True)
@@ -296,6 +307,15 @@ def choose(dist: NextTokenDistribution, how: str, settings: SamplingSettings, in
     raise InputError(f"{how!r} is not a way to choose a token; use one of {', '.join(HOWS)}.")
 
 
+STEP_ALTERNATIVES = 8  # the model's top tokens a step keeps, to show beside the one chosen
+
+
+def _alternatives(p: torch.Tensor, tokenizer) -> tuple[tuple[str, float], ...]:
+    """The top STEP_ALTERNATIVES of a probability vector (V,) as (text, probability)."""
+    top = torch.topk(p, min(STEP_ALTERNATIVES, p.shape[0]))  # values, indices: (k,)
+    return tuple((token_text(tokenizer, int(i)), float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist()))
+
+
 def take(walk: Walk, dist: NextTokenDistribution, tokenizer, how: str, settings: SamplingSettings,
          token_id: int | None = None) -> Walk:
     """Append one step chosen from `dist`, the distribution after `walk.ids`."""
@@ -303,9 +323,10 @@ def take(walk: Walk, dist: NextTokenDistribution, tokenizer, how: str, settings:
         raise InputError("This distribution is not the one after the walk's text; re-run the model.")
     check(settings, dist.vocab_size)
     tid = choose(dist, how, settings, len(walk.steps), token_id)
-    p_model = float(torch.softmax(dist.logits, dim=-1)[tid])
+    p = torch.softmax(dist.logits, dim=-1)  # (V,)
     p_drawn = float(torch.softmax(filtered_logits(dist.logits, settings), dim=-1)[tid])
-    step = Step(tid, token_text(tokenizer, tid), how, p_model, p_drawn, rank_of(dist.logits, tid))
+    step = Step(tid, token_text(tokenizer, tid), how, float(p[tid]), p_drawn, rank_of(dist.logits, tid),
+                _alternatives(p, tokenizer))
     return replace(walk, steps=walk.steps + (step,))
 
 
@@ -323,7 +344,8 @@ def replay(model_id: str, prompt_ids: Sequence[int], choices: Sequence[tuple[int
             raise InputError(f"token id {tid} is not in this vocabulary of {dist.vocab_size:,} tokens.")
         p = torch.softmax(dist.logits, dim=-1)
         p_drawn = float(torch.softmax(filtered_logits(dist.logits, settings), dim=-1)[tid])
-        step = Step(tid, token_text(tokenizer, tid), how, float(p[tid]), p_drawn, rank_of(dist.logits, tid))
+        step = Step(tid, token_text(tokenizer, tid), how, float(p[tid]), p_drawn, rank_of(dist.logits, tid),
+                    _alternatives(p, tokenizer))
         walk = replace(walk, steps=walk.steps + (step,))
     return walk
 

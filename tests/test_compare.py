@@ -257,6 +257,8 @@ def test_hub_search_info_gated_and_download_with_progress(hub_server, monkeypatc
 
 
 def test_page_first_load_compare_and_perplexity(smollm2, monkeypatch):
+    from components.answer_tokens import answer_html
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no Hub: the page says so and lists what is cached
     at = app_test("views/compare.py", query={"max": "6"})
     assert not at.exception
@@ -276,7 +278,8 @@ def test_page_first_load_compare_and_perplexity(smollm2, monkeypatch):
     result = at.session_state["compare_result"]
     assert [r.model_id for r in result.runs] == ["smollm2-135m-instruct", "gemma-3-270m"]
     for run in result.runs:
-        assert run.text.strip() and run.text.strip() in shown  # st.text trims the ends
+        assert run.text.strip() and len(run.logprobs) == run.metrics.new_tokens
+        assert answer_html(run.logprobs, run.token_ids, run.origin) in shown  # the answer, token by token
         assert f"Tokens generated:** {run.metrics.new_tokens} of 6" in shown
         assert f"Stopped:** {run.metrics.finish_reason}" in shown
     assert "chat template · greedy · up to 6 tokens" in shown and "raw prompt (no chat template)" in shown

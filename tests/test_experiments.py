@@ -504,6 +504,9 @@ def test_page_end_to_end_run_vote_save_reopen_rerun(own_data):
     assert grid["question"].tolist()[0] == "What is the capital of Italy?"
     assert grid["A"].tolist() == [saved.cells[(i, "A", SMOL)].output for i in range(3)]
     assert "Against the reference: exact match" in _shown(at)
+    # the cell picked under Cell details, token by token (kept in memory for the session that generated it)
+    assert sum('class="answer-tokens"' in m.value for m in at.markdown) == 1
+    assert at.radio(key="ab_shade").value == "off"
 
     # vote (blind by default): the vote lands on the arm shown as A on the first row, and moves on
     row = at.session_state["ab_vote_row"]
@@ -532,6 +535,7 @@ def test_page_end_to_end_run_vote_save_reopen_rerun(own_data):
     assert again.slider(key="ab_max_tokens").value == 8
     assert again.dataframe[0].value["reference"].tolist() == ["Rome", "4", "red"]
     assert "6 outputs saved" in _shown(again)
+    assert not any('class="answer-tokens"' in m.value for m in again.markdown)  # reopened: the text, as saved
     assert "Voted on 1 of 3 rows" in "\n".join(p.proto.text for p in again.get("progress"))
 
     # rerun after editing template B: a new experiment, A's outputs reused, B regenerated

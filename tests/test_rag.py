@@ -556,6 +556,9 @@ def test_page_end_to_end_sample_corpus_index_ask_ab_evaluate():
     at.button(key="rag_answer").click().run()  # the answer streams, with citations
     _fine(at)
     assert 'class="raganswer"' in _htmls(at)
+    answer = at.session_state["rag_answer_result"]
+    assert len(answer.result.logprobs) == answer.result.new_tokens > 0
+    assert sum('class="answer-tokens"' in m.value for m in at.markdown) == 1  # the answer token by token
     assert "tokens/s" in texts(at) and ("cites no passage" in texts(at) or "**[1]**" in texts(at) or "→ `" in texts(at))
 
     at.number_input(key="rag_window").set_value(prompt_tokens + 24 - 100).run()  # a smaller window: the cut rule at work

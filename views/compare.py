@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import cache, state
+from components import answer_tokens, cache, special_tokens, state
 from components import pickers
 from components.pickers import generators, label
 from components import compare as view
@@ -27,6 +27,8 @@ class K:
     per_model = "compare_per_model"
     sequential = "compare_sequential"
     run = "compare_run"
+    shade = "compare_shade"  # the answers' uncertainty shading
+    plain = "compare_plain"  # special tokens typed in the prompt go as plain text
     result = "compare_result"
     variant_base = "compare_variant_base"
     variant_text = "compare_variant_text"
@@ -216,6 +218,7 @@ def facts_table(model_ids: list[str]) -> None:
 
 with tab_run:
     st.text_area("Prompt", key=K.prompt, height=90, help="The same text goes to every model.")
+    plain = special_tokens.check(st.session_state[K.prompt], lambda: special_tokens.tokenizers(picked), K.plain)
     st.toggle("Settings per model", key=K.per_model, help="Off: one set of settings for all. On: each column its own.")
     slots: list[str] = []
     if st.session_state[K.per_model]:
@@ -243,18 +246,19 @@ with tab_run:
         st.info(problem)
     pressed = st.button("Compare", key=K.run, type="primary", disabled=problem is not None, icon=":material/play_arrow:")
 
+    shade = answer_tokens.shading_control(K.shade)
     out = st.container()
     if pressed and not problem:
         lms = [require(mid) for mid in picked]
         try:
             sbs = core.SideBySide(lms, st.session_state[K.prompt], entries,
-                                  concurrent=not st.session_state[K.sequential])
+                                  concurrent=not st.session_state[K.sequential], plain=plain)
         except PlaygroundError as exc:
             out.error(describe(exc))
         else:
             with out:
                 columns = view.StreamColumns([lm.spec.label for lm in lms], [s.templated for s in sbs.streams],
-                                             [e.settings for e in entries])
+                                             [e.settings for e in entries], shade)
                 try:
                     for update in sbs:
                         columns.update(update)
@@ -266,7 +270,7 @@ with tab_run:
         with out:
             last = st.session_state[K.result]
             st.caption(f"Last comparison, on the prompt {last.text[:80]!r}" + ("…" if len(last.text) > 80 else ""))
-            view.comparison_columns(last)
+            view.comparison_columns(last, shade)
     else:
         with out:
             st.caption("What you are comparing (read from the config and weights files; nothing is loaded until you press Compare):")

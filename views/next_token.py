@@ -13,7 +13,7 @@ from dataclasses import replace
 import streamlit as st
 
 from components import distribution as figs
-from components import models, pickers, state
+from components import models, pickers, special_tokens, state
 from components.pickers import NONE
 from playground import links
 from playground.links import Link
@@ -50,6 +50,7 @@ class K:
     UNDO = "next_token_undo"
     RESET = "next_token_reset"
     RUN_SWEEP = "next_token_run_sweep"
+    PLAIN = "next_token_plain"  # special tokens typed in the prompt go as plain text
     # not widgets
     CACHE = "next_token_cache"
     WALK_OBJ = "next_token_walk_obj"
@@ -187,9 +188,10 @@ s5.number_input("Seed", int(sb.lo), int(sb.hi), step=1, key=K.SEED, help=sb.help
 s6.slider("Tokens shown", int(display_bounds.lo), int(display_bounds.hi), step=int(display_bounds.step or 1),
           key=K.TOP_N, help=display_bounds.help)
 
+plain = special_tokens.check(ss[K.PROMPT], {m.spec.label: m.tokenizer for m in (lm, lm2) if m is not None}, K.PLAIN)
 try:
     settings = check(SamplingSettings(**{name: ss[key] for key, name in SAMPLING_KEYS.items()}), len(tok))
-    prompt = stp.make_prompt(tok, ss[K.PROMPT], ss[K.CHAT])
+    prompt = stp.make_prompt(tok, ss[K.PROMPT], ss[K.CHAT], plain=plain)
 except PlaygroundError as exc:
     st.error(describe(exc))
     st.stop()
@@ -245,7 +247,8 @@ ss[K.WALK] = walk.to_param()
 view = stp.view(dist, settings, tok, top_n)
 
 st.subheader("Step through")
-st.markdown(figs.walk_html(prompt.formatted, walk), unsafe_allow_html=True)
+st.markdown(figs.walk_html(prompt.formatted, walk, lambda i: state.link_to(URL, {K.WALK: replace(walk, steps=walk.steps[:i]).to_param()})),
+            unsafe_allow_html=True)
 if walk.steps:
     st.markdown(figs.walk_legend(), unsafe_allow_html=True)
 ended = bool(walk.steps) and walk.steps[-1].token_id in eos
@@ -308,7 +311,7 @@ else:
     _show(view, lm, len(walk.ids), left, "a")
     try:
         cont = tok.decode(list(walk.token_ids), skip_special_tokens=True)
-        prompt2 = stp.make_prompt(lm2.tokenizer, ss[K.PROMPT], ss[K.CHAT], continuation=cont)
+        prompt2 = stp.make_prompt(lm2.tokenizer, ss[K.PROMPT], ss[K.CHAT], continuation=cont, plain=plain)
         dist2 = _dist(lm2, prompt2.ids)
         settings2 = replace(settings, top_k=min(settings.top_k, dist2.vocab_size))  # a smaller vocabulary keeps all
         view2 = stp.view(dist2, settings2, lm2.tokenizer, top_n)

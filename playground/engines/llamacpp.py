@@ -300,12 +300,19 @@ class LlamaModel:
         return self.n_ctx
 
     def stream(self, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-               system: str | None = None) -> "LlamaStream":
-        """Stream an answer to `text`, formatted as a transformers entry formats it."""
+               system: str | None = None, plain: bool = False) -> "LlamaStream":
+        """Stream an answer to `text`, formatted as a transformers entry formats it (`plain`: special
+        tokens typed in `text` go as ordinary text, playground.special)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("The prompt is empty: type something for the model to answer.")
         prompt = format_prompt(self.tokenizer, text, use_chat_template, system)
-        return LlamaStream(self, prompt, settings or GenerationSettings(), templated(self.tokenizer, use_chat_template))
+        ids = None
+        if plain:
+            from playground import special
+
+            ids = [int(i) for i in special.encode(self.tokenizer, text, use_chat_template, system, plain=True)[0]]
+        return LlamaStream(self, prompt, settings or GenerationSettings(), templated(self.tokenizer, use_chat_template),
+                           prompt_ids=ids)
 
     # --- distributions -----------------------------------------------------------------
 
@@ -503,10 +510,12 @@ class LlamaStream:
     answer ends; `cancel()` stops it at the next token (or ends its wait for a context).
     """
 
-    def __init__(self, lm: LlamaModel, prompt: str, settings: GenerationSettings, templated: bool) -> None:
+    def __init__(self, lm: LlamaModel, prompt: str, settings: GenerationSettings, templated: bool,
+                 prompt_ids: list[int] | None = None) -> None:
         validate(settings)
         self.lm, self.prompt, self.settings, self.templated = lm, prompt, settings, templated
-        self.prompt_ids = [int(i) for i in encode_prompt(lm.tokenizer, prompt, templated)[0].tolist()]
+        self.prompt_ids = ([int(i) for i in encode_prompt(lm.tokenizer, prompt, templated)[0].tolist()]
+                           if prompt_ids is None else list(prompt_ids))
         n = len(self.prompt_ids)
         if n == 0:
             raise InputError("The prompt is empty: type something for the model to continue.")

@@ -76,6 +76,8 @@ def _summary_dict(s: ArmSummary) -> dict:
 def _cell_dict(c: Cell) -> dict:
     d = dataclasses.asdict(c)
     d["checks"] = list(c.checks)
+    for kept_in_memory in ("logprobs", "token_ids", "origin"):  # not saved, so not exported either
+        d.pop(kept_in_memory, None)
     return d
 
 

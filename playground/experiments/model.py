@@ -109,6 +109,11 @@ class Cell:
     f1: float | None = None
     cosine: float | None = None
     created: float = 0.0
+    # Kept in memory for the session that generated the cell, never saved (the store writes its columns):
+    # each token's probability and alternatives, and how the Next token page reopens its prefixes.
+    logprobs: tuple = field(default=(), compare=False, repr=False)
+    token_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    origin: Any = field(default=None, compare=False, repr=False)
 
     @property
     def arm(self) -> Arm:

@@ -29,6 +29,7 @@ from playground.experiments.inputs import check_size
 from playground.experiments.model import (
     CONFIRM_CELLS, Arm, Cell, Experiment, InputRow, RunSettings, _row_dict, _settings_dict,
 )
+from playground import answers
 from playground.generate import GenerationResult, GenerationSettings, stream
 from playground.limits import LimitError, TimeLimitError
 from playground.prompts import PromptVariant, RenderedPrompt
@@ -48,8 +49,8 @@ Generator = Callable[..., GenerationResult]
 
 
 def _stream_generate(lm, text: str, settings: GenerationSettings, use_chat_template: bool, system: str | None,
-                     on_text: Callable[[str], None] | None = None) -> GenerationResult:
-    s = stream(lm, text, settings, use_chat_template=use_chat_template, system=system)
+                     on_text: Callable[[str], None] | None = None, plain: bool = False) -> GenerationResult:
+    s = stream(lm, text, settings, use_chat_template=use_chat_template, system=system, plain=plain)
     so_far = ""
     finished = False
     try:
@@ -91,7 +92,7 @@ def score_cell(exp: Experiment, cell: Cell, embedder=None) -> Cell:
 def run(exp: Experiment, store: ExperimentStore | None, load_model: Callable[[str], Any], *, embedder=None,
         on_cell: Callable[[Cell, int, int], None] | None = None,
         on_text: Callable[[int, Arm, str], None] | None = None,
-        generator: Generator | None = None, confirmed: bool = False) -> RunReport:
+        generator: Generator | None = None, confirmed: bool = False, plain: bool = False) -> RunReport:
     """Generate every pending cell of `exp`, saving each one to `store` as soon as it is finished.
 
     load_model(model_id) -> LoadedModel (the page passes its cache). on_cell(cell, done, total)
@@ -100,6 +101,8 @@ def run(exp: Experiment, store: ExperimentStore | None, load_model: Callable[[st
     A row the model cannot take (InputError: e.g. longer than the context) becomes an error cell
     and the run goes on; any other failure stops the run with a PlaygroundError that says how
     many cells were saved. Running again generates only what is missing or failed.
+    `plain`: special tokens in the rendered prompts reach the model as ordinary text (playground.special;
+    a model on a server tokenizes by itself and gets the characters either way).
     """
     exp.validate()
     pending = exp.pending()
@@ -133,11 +136,14 @@ def run(exp: Experiment, store: ExperimentStore | None, load_model: Callable[[st
                 else:
                     cb = (lambda s, _r=row, _a=arm: on_text(_r, _a, s)) if on_text is not None else None
                     result = _stream_generate(lm, text, exp.settings.generation, exp.settings.use_chat_template,
-                                              system, cb)
+                                              system, cb, plain and getattr(lm, "tokenizer", None) is not None)
                 cell.output, cell.prompt = result.text, result.prompt
                 cell.new_tokens, cell.prompt_tokens = result.new_tokens, result.prompt_tokens
                 cell.seconds, cell.first_token_seconds = result.total_seconds, result.time_to_first_token
                 cell.finish_reason = result.finish_reason
+                cell.logprobs, cell.token_ids = result.logprobs, result.token_ids
+                cell.origin = answers.origin_of(lm, text, exp.settings.generation, exp.settings.use_chat_template, result,
+                                                plain)
             except InputError as exc:  # this row cannot run on this model (too long, a template error); the others can
                 cell.error = describe(exc)
                 failed += 1

@@ -329,11 +329,13 @@ def cite(text: str, used: Sequence[RetrievedChunk]) -> tuple[Citation, ...]:
     return tuple(Citation(n, used[n - 1] if 1 <= n <= len(used) else None) for n in numbers)
 
 
-def ask(lm, plan: PromptPlan) -> Stream:
-    """Stream the answer to `plan` through `lm` (the same prompt, token for token)."""
+def ask(lm, plan: PromptPlan, plain: bool = False) -> Stream:
+    """Stream the answer to `plan` through `lm` (the same prompt, token for token; with `plain`, special
+    tokens typed in the question or the template reach the model as ordinary text, playground.special)."""
     if plan.model_id != lm.spec.id:
         raise InputError(f"The prompt was built for {plan.model_id}, not {lm.spec.id}: build it again.")
-    s = stream(lm, plan.text, plan.settings, use_chat_template=plan.chat_template)
+    s = stream(lm, plan.text, plan.settings, use_chat_template=plan.chat_template,
+               plain=plain and getattr(lm, "tokenizer", None) is not None)
     assert s.prompt == plan.prompt, "the streamed prompt must be the one counted"
     return s
 
