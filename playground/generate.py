@@ -167,7 +167,8 @@ class _Cancel:
 class Stream:
     """An iterator of Chunks; `.result` holds the GenerationResult once it is exhausted."""
 
-    def __init__(self, lm: LoadedModel, prompt: str, settings: GenerationSettings, templated: bool) -> None:
+    def __init__(self, lm: LoadedModel, prompt: str, settings: GenerationSettings, templated: bool,
+                 constraint=None) -> None:
         validate(settings)
         if not lm.spec.can_generate:
             raise InputError(f"{lm.spec.name} cannot generate text.")
@@ -184,6 +185,12 @@ class Stream:
         self.result: GenerationResult | None = None
         self.cancel_event = threading.Event()
         self._error: BaseException | None = None
+        # a playground.constrain.ConstraintSpec: compiled here, so that a bad one is refused before generating
+        self.grammar = None
+        if constraint is not None:
+            from playground.constrain import compile_for
+
+            self.grammar = compile_for(constraint, lm.tokenizer, sorted(_eos_ids(lm)), settings.max_new_tokens)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -208,6 +215,14 @@ class Stream:
             from transformers import LogitsProcessorList
 
             kw["logits_processor"] = LogitsProcessorList([_SeededSampler(s)])
+        if self.grammar is not None:  # the constraint chooses each token itself (and samples, if asked)
+            from transformers import LogitsProcessorList
+
+            from playground.constrain import LogitsProcessor
+
+            sampling = SamplingSettings(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed)
+            kw["logits_processor"] = LogitsProcessorList([LogitsProcessor(
+                self.grammar, self.prompt_tokens, sampling, s.seed if s.temperature > 0 else None)])
         if s.stop:
             kw.update(stop_strings=list(s.stop), tokenizer=self.lm.tokenizer)
         from transformers import StoppingCriteriaList
@@ -287,25 +302,34 @@ class Stream:
 
 
 def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-           system: str | None = None) -> Stream:
+           system: str | None = None, constraint=None) -> Stream:
     """Stream `text` through `lm`, via its chat template when it has one and it is asked for.
 
     `lm` is any loaded entry (playground.engines.EngineModel); entries on llama.cpp or a remote
     server stream through their own engine with the same settings and the same Chunk / result types.
+    `constraint` (a playground.constrain.ConstraintSpec) limits every token to the schema, regex or
+    choices; an entry whose engine gives no logits refuses it (engines.why_not(spec, "constrained")).
     """
     settings = settings or GenerationSettings()
+    if constraint is not None and not lm.capabilities.can("constrained"):
+        from playground.engines import why_not
+        from playground.errors import CapabilityError
+
+        raise CapabilityError(f"{lm.spec.label}: {why_not(lm.spec, 'constrained')}")
     if not isinstance(lm, LoadedModel):
+        if constraint is not None:
+            return lm.stream(text, settings, use_chat_template=use_chat_template, system=system, constraint=constraint)
         return lm.stream(text, settings, use_chat_template=use_chat_template, system=system)
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to answer.")
     prompt = format_prompt(lm.tokenizer, text, use_chat_template, system)
-    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template))
+    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template), constraint=constraint)
 
 
 def generate(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-             system: str | None = None) -> GenerationResult:
+             system: str | None = None, constraint=None) -> GenerationResult:
     """Generate to the end and return the result (no streaming)."""
-    s = stream(lm, text, settings, use_chat_template, system)
+    s = stream(lm, text, settings, use_chat_template, system, constraint=constraint)
     for _ in s:
         pass
     assert s.result is not None
