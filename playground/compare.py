@@ -77,6 +77,7 @@ class Entry:
     model_id: str
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     use_chat_template: bool = True  # used only when the model has a chat template
+    constraint: object = None  # a playground.constrain.ConstraintSpec every token of the answer must fit
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ class SideBySide:
             if lm.spec.id != e.model_id:
                 raise InputError(f"Column {e.model_id!r} was given the model {lm.spec.id!r}.")
         self.lms, self.text, self.entries, self.concurrent = list(lms), text, list(entries), concurrent
-        self.streams = [gen.stream(lm, text, e.settings, use_chat_template=e.use_chat_template)
+        self.streams = [gen.stream(lm, text, e.settings, use_chat_template=e.use_chat_template,
+                                   **({"constraint": e.constraint} if e.constraint is not None else {}))
                         for lm, e in zip(lms, entries)]
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.result: Comparison | None = None

@@ -54,7 +54,7 @@ import torch
 
 from playground import limits
 from playground.errors import InputError
-from playground.limits import Limit
+from playground.stepping import NextTokenView
 
 KINDS = ("json", "regex", "choices")
 KIND_NAMES = {"json": "JSON schema", "regex": "Regex", "choices": "One of a list"}
@@ -385,6 +385,68 @@ class LogitsProcessor:
         out = torch.full_like(scores, -math.inf)
         out[0, t] = 0.0
         return out
+
+
+# --- the Next token page: one distribution, one walk ------------------------------------------
+
+def constrained_view(dist, settings, tokenizer, n: int, guide: Guide):
+    """`stepping.view` with the constraint applied first: forbidden tokens are dropped (before
+    temperature and the filters), and the view says which of the shown rows they are and how much
+    of the model's probability they held. A `ConstrainedView` (a NextTokenView)."""
+    from playground import stepping as stp
+    from playground.sampling import apply_temperature, shape
+
+    base = stp.view(dist, settings, tokenizer, n)
+    logits = dist.logits.float().reshape(-1)  # (V,)
+    allowed = guide.allowed(int(logits.shape[0]))  # (V,) bool
+    sh = shape(logits.masked_fill(~allowed, -math.inf), settings)
+    scaled = torch.softmax(apply_temperature(logits, settings.temperature), dim=-1).double()  # (V,), unmasked
+    model = torch.softmax(logits.double(), dim=-1)  # (V,)
+    rows = tuple(stp.TokenRow(r.id, r.text, r.rank, r.logit, r.p_model, r.p_before, float(sh.final[r.id]),
+                              bool(sh.kept[r.id])) for r in base.rows)
+    return ConstrainedView(
+        model_id=base.model_id, prefix_len=base.prefix_len, settings=settings, rows=rows, vocab_size=base.vocab_size,
+        n_kept=sh.n_kept, kept_mass=float(scaled[sh.kept].sum() / scaled.sum()), entropy_bits=sh.entropy_bits,
+        model_entropy_bits=base.model_entropy_bits, top_probability=sh.top_probability,
+        forbidden=frozenset(r.id for r in base.rows if not bool(allowed[r.id])),
+        removed_mass=float(model[~allowed].sum()), n_allowed=int(allowed.sum()), complete=guide.accepting,
+    )
+
+
+def constrained_take(walk, dist, tokenizer, how: str, settings, guide: Guide, token_id: int | None = None):
+    """`stepping.take` under the constraint: a sampled or greedy step draws from the allowed tokens
+    only (the same seed per step as the unconstrained walk), a picked token must be allowed. The
+    step's `p_drawn` is its probability under the constraint and the settings."""
+    from dataclasses import replace
+
+    from playground import stepping as stp
+    from playground.sampling import filtered_logits
+
+    allowed = guide.allowed(int(dist.logits.shape[-1]))  # (V,) bool
+    masked = dist.logits.float().masked_fill(~allowed, -math.inf)  # (V,)
+    if how == "picked":
+        if token_id is None or not (0 <= int(token_id) < allowed.shape[0]) or not bool(allowed[int(token_id)]):
+            text = stp.token_text(tokenizer, int(token_id)) if token_id is not None else "?"
+            raise ConstraintError(f"{text!r} is forbidden by the constraint here: pick a token that is not greyed "
+                                  "and hatched.")
+        tid = int(token_id)
+    else:
+        tid = stp.choose(type(dist)(dist.model_id, dist.input_ids, masked), how, settings, len(walk.steps))
+        if guide.fits(tid) is None and guide.witness:  # the budget is nearly spent: close the answer
+            tid = guide.witness[0]
+    out = stp.take(walk, dist, tokenizer, "picked", settings, tid)
+    p_drawn = float(torch.softmax(filtered_logits(masked, settings), dim=-1)[tid])
+    return replace(out, steps=out.steps[:-1] + (replace(out.steps[-1], how=how, p_drawn=p_drawn),))
+
+
+@dataclass(frozen=True)
+class ConstrainedView(NextTokenView):
+    """A NextTokenView under a constraint."""
+
+    forbidden: frozenset[int] = frozenset()  # ids of the shown rows the constraint forbids
+    removed_mass: float = 0.0  # the model's probability (T = 1) on every forbidden token
+    n_allowed: int = 0  # tokens the constraint allows
+    complete: bool = False  # the text so far is a whole answer (the end of text is allowed)
 
 
 # --- checking an answer ----------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""Constrained decoding on the real bundled models: answers under a JSON schema parse and
+validate (checked by `jsonschema`, not by the mask), forbidden tokens get exactly 0, regexes and
+choices hold on both tokenizers and on llama.cpp, bad constraints are refused with a clear
+message, and the Next token and Compare pages apply them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+import torch
+
+from playground import constrain as con
+from playground import generate as gen
+from playground.sampling import SamplingSettings, probs
+from playground.stepping import eos_ids
+from tests.conftest import app_test, screenshot, texts, wait_idle
+
+SMALL_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"},
+                                                 "tag": {"type": "string"}},
+                "required": ["n", "ok", "tag"], "additionalProperties": False}
+
+
+def test_fifty_sampled_generations_under_a_schema_all_parse_and_validate(smollm2):
+    """Hot sampling, a short budget, unbounded strings and integers: only the witness guard stops
+    the answers from being cut in the middle, so several of them end exactly at the budget."""
+    spec = con.parse("json", json.dumps(SMALL_SCHEMA))
+    budget = 14
+    texts_seen, at_budget = set(), 0
+    for seed in range(50):
+        r = gen.generate(smollm2, "Give me a JSON record.", gen.GenerationSettings(
+            max_new_tokens=budget, temperature=1.6, seed=seed), constraint=spec)
+        value = json.loads(r.text)  # parses
+        jsonschema.validate(value, SMALL_SCHEMA)  # and validates, by jsonschema itself
+        assert r.finish_reason == "end of turn", (seed, r.text, r.finish_reason)
+        assert len(r.token_ids) <= budget
+        at_budget += len(r.token_ids) == budget
+        texts_seen.add(r.text)
+    assert len(texts_seen) > 25  # sampled: the seeds give different answers
+    assert at_budget >= 1  # some answers used the whole budget and were closed by the guard
+
+
+def test_forbidden_tokens_get_exactly_zero_and_the_mask_matches_an_independent_reading(smollm2, gemma):
+    """The allowed set of `[a-z]{1,6}` at the start is every token whose piece is 1-6 lowercase
+    letters, read from the vocabulary itself; after the mask, every other token has probability 0."""
+    for lm in (smollm2, gemma):
+        tok = lm.tokenizer
+        g = con.compile_for(con.parse("regex", "[a-z]{1,6}"), tok, sorted(eos_ids(lm)), 32)
+        guide = con.Guide(g)
+        allowed = guide.allowed(len(tok))
+        pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+        reference = torch.tensor([bool(re.fullmatch("[a-z]{1,6}", p or "")) for p in pieces])
+        assert torch.equal(allowed, reference), lm.spec.id
+        from playground.passes import next_token_distribution
+
+        logits = next_token_distribution(lm, tok("The answer is", add_special_tokens=False).input_ids).logits
+        p = probs(guide.mask(logits), SamplingSettings(temperature=1.3, top_p=0.9))  # (V,)
+        assert bool((p[~allowed[: p.shape[0]]] == 0).all())
+        assert abs(float(p.sum()) - 1.0) < 1e-5 and float(p[allowed[: p.shape[0]]].sum()) > 0.999
+
+
+def test_regex_and_choices_hold_on_both_tokenizers_and_llama_cpp(smollm2, gemma):
+    from playground.loading import load_causal_lm
+
+    date = con.parse("regex", r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+    mood = con.parse("choices", "happy\nsad\nangry")
+    llama = load_causal_lm("smollm2-135m-instruct:gguf")
+    for lm in (smollm2, gemma, llama):
+        for seed in (1, 2):
+            s = gen.GenerationSettings(max_new_tokens=16, temperature=1.0, seed=seed)
+            r = gen.generate(lm, "When was the moon landing?", s, constraint=date)
+            assert re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r.text), (lm.spec.id, r.text)
+            r = gen.generate(lm, "How do you feel today?", s, constraint=mood)
+            assert r.text in ("happy", "sad", "angry"), (lm.spec.id, r.text)
+            assert r.finish_reason in ("end of turn", "end of sequence")
+
+
+def test_greedy_constrained_call_is_the_tool_call_and_matches_the_walk(smollm2):
+    """The stream's greedy constrained answer equals the Next token page's greedy walk under the
+    same constraint (two code paths: generate's logits processor and the page's view/take)."""
+    from playground import stepping as stp
+
+    spec = con.parse("json", json.dumps(con.tool_call_schema()))
+    prompt_text = con.tool_call_prompt("What is the weather in Paris, in celsius?")
+    r = gen.generate(smollm2, prompt_text, gen.GenerationSettings(max_new_tokens=48), constraint=spec)
+    call = json.loads(r.text)
+    jsonschema.validate(call, con.tool_call_schema())
+    assert call["name"] == "get_weather"
+    prompt = stp.make_prompt(smollm2.tokenizer, prompt_text, True)
+    g = con.compile_for(spec, smollm2.tokenizer, sorted(eos_ids(smollm2)), 48)
+    walk, cache = stp.Walk(smollm2.spec.id, prompt.ids), stp.LogitsCache(4)
+    for _ in range(len(r.token_ids)):
+        walk = con.constrained_take(walk, cache.get(smollm2, walk.ids), smollm2.tokenizer, "greedy",
+                                    SamplingSettings(temperature=0.0), con.Guide(g, walk.token_ids))
+    assert walk.token_ids == r.token_ids
+
+
+@pytest.mark.parametrize("kind,text,words", [
+    ("json", '{"type": "object", "properties": {', "not JSON"),
+    ("json", '[1, 2]', "is an object"),
+    ("json", '{"type": "strnig"}', "not a valid JSON schema"),
+    ("json", '{"allOf": [{"type": "string"}, {"type": "integer"}]}', "Unsatisfiable"),
+    ("json", '{"type": "string", "minLength": 500}', "cannot be completed within 32 tokens"),
+    ("regex", "(ab", "unclosed group"),
+    ("regex", "[a&&b]", "No text satisfies"),
+    ("regex", "x" * 501, "at most 500 characters"),
+    ("choices", "   \n  ", "empty"),
+])
+def test_a_bad_constraint_is_refused_with_a_clear_message(smollm2, kind, text, words):
+    with pytest.raises(con.ConstraintError, match=re.escape(words)):
+        spec = con.parse(kind, text)
+        gen.stream(smollm2, "Hello", gen.GenerationSettings(max_new_tokens=32), constraint=spec)
+
+
+def test_answers_are_checked_independently_of_the_mask():
+    spec = con.parse("json", json.dumps(SMALL_SCHEMA))
+    assert con.check_answer(spec, '{"n": 1, "ok": true, "tag": "x"}').valid
+    v = con.check_answer(spec, '{"n": 1, "ok": true}')
+    assert v.parses and not v.valid and "tag" in v.detail
+    assert not con.check_answer(spec, '{"n": 1,').parses
+    assert not con.check_answer(con.parse("regex", "[0-9]+"), "12a").valid
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+def test_next_token_page_constrains_the_bars_and_the_walk(smollm2):
+    at = app_test("views/next_token.py")
+    at.toggle(key="next_token_constrain_on").set_value(True).run()
+    at.radio(key="next_token_constrain_kind").set_value("choices").run()
+    at.text_area(key="next_token_constrain_text_choices").set_value("little fox\nlittle owl\nbig bear").run()
+    assert not at.error, [e.value for e in at.error]
+    shown = texts(at)
+    assert "Constraint:" in shown and "of 49,152 tokens allowed" in shown
+    bars = at.get("plotly_chart")[0].proto.spec
+    assert '"shape":["/"' in bars.replace(" ", "") or '"/"' in bars  # forbidden bars are hatched
+    for _ in range(3):
+        at.button(key="next_token_step_greedy").click().run()
+    walked = at.session_state["next_token_walk_obj"]
+    text = smollm2.tokenizer.decode(list(walked.token_ids))
+    assert any(c.startswith(text) for c in ("little fox", "little owl", "big bear")), text
+    # picking a token the constraint forbids is refused on the page, and the walk is kept
+    forbidden = smollm2.tokenizer(" the", add_special_tokens=False).input_ids[0]
+    at.session_state["next_token_action"] = ("picked", forbidden)
+    at.run()
+    assert any("forbidden by the constraint" in e.value for e in at.error)
+    assert at.session_state["next_token_walk_obj"].token_ids == walked.token_ids
+    # a broken schema: a clear message, the text box keeps what was typed
+    at.radio(key="next_token_constrain_kind").set_value("json").run()
+    at.text_area(key="next_token_constrain_text_json").set_value('{"type": ').run()
+    assert any("not JSON" in e.value for e in at.error)
+    assert at.text_area(key="next_token_constrain_text_json").value == '{"type": '
+
+
+def test_tool_call_example_on_the_next_token_page(smollm2):
+    at = app_test("views/next_token.py")
+    at.button(key="next_token_tool_run").click().run()
+    assert not at.error, [e.value for e in at.error]
+    shown = texts(at)
+    assert "parses ✓ / validates ✓" in shown
+    args = at.dataframe(key="next_token_tool_args").value
+    assert set(args["argument"]) == {"city", "unit"}
+
+
+def test_compare_with_a_constraint_shows_parses_and_validates_under_each_answer(smollm2, gemma):
+    at = app_test("views/compare.py")
+    at.toggle(key="compare_constrain_on").set_value(True).run()
+    at.number_input(key="compare_all_max_new_tokens").set_value(20).run()
+    at.button(key="compare_run").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert [s.value for s in at.success] == ["parses ✓ / validates ✓"] * 2
+    schema = json.loads(at.text_area(key="compare_constrain_text_json").value)
+    for answer in [t.value for t in at.text][:2]:
+        jsonschema.validate(json.loads(answer), schema)
+
+
+@pytest.mark.browser
+def test_constrained_walk_in_the_browser(app_url, page):
+    page.goto(f"{app_url}/next_token")
+    page.get_by_text("Constrain the next token").wait_for()
+    wait_idle(page)
+    page.get_by_text("Constrain the answer").first.click()
+    wait_idle(page)
+    page.get_by_text("One of a list").click()
+    wait_idle(page)
+    box = page.get_by_label("Choices, one per line")
+    box.fill("little fox\nlittle owl\nbig bear")
+    box.press("Control+Enter")
+    wait_idle(page)
+    page.get_by_text("tokens allowed").wait_for()
+    for _ in range(2):
+        page.get_by_role("button", name="Greedy").click()
+        wait_idle(page)
+    page.get_by_text("2 tokens walked").wait_for()
+    page.get_by_text("Constrain the next token").scroll_into_view_if_needed()
+    screenshot(page, "next-token-constrained")
+    assert "forbidden ones held" in page.inner_text("body")
