@@ -224,6 +224,7 @@ def compile_for(spec: ConstraintSpec, tokenizer, eos_ids: Sequence[int], budget:
     m = g.matcher()
     if m.is_error():
         raise ConstraintError(f"The {spec.noun} is not usable: {_first_line(m.get_error())}")
+    Guide(g)  # satisfiable, and finishable within the budget: refused now, with the reason, if not
     return g
 
 
