@@ -134,8 +134,10 @@ def tool_call_section(lm, prefix: str = "next_token_tool") -> None:
     with st.expander("A function call, token by token"):
         st.write("Calling a model from a program means getting output a program can read. Here the model must call "
                  "`get_weather(city, unit)`: its answer is constrained to the JSON of a call, so it always parses and "
-                 "validates. Whether the arguments make sense is the model's own doing: a 135M model copies a city from "
-                 "the question well enough and often gets the unit wrong; nothing here checks meaning.")
+                 "validates. Whether the arguments make sense is the model's own doing: the constraint guarantees the "
+                 "form, never the content. A 135M model may copy the city from the question, or write another one, "
+                 "and may pick the wrong unit; try a question about Tokyo in fahrenheit, or Gemma (a base model "
+                 "with no chat template).")
         left, right = st.columns(2)
         left.markdown("**The function** (as the model is shown it)")
         left.json(con.WEATHER_TOOL, expanded=1)

@@ -415,9 +415,10 @@ def constrained_view(dist, settings, tokenizer, n: int, guide: Guide):
 
 
 def constrained_take(walk, dist, tokenizer, how: str, settings, guide: Guide, token_id: int | None = None):
-    """`stepping.take` under the constraint: a sampled or greedy step draws from the allowed tokens
-    only (the same seed per step as the unconstrained walk), a picked token must be allowed. The
-    step's `p_drawn` is its probability under the constraint and the settings."""
+    """`stepping.take` under the constraint: a sampled or greedy step is `Guide.choose`'s (the allowed
+    tokens only, seeded per step as the unconstrained walk; near the end of the budget the answer is
+    closed), a picked token must be allowed. The step's `p_drawn` is its probability under the
+    constraint and the settings."""
     from dataclasses import replace
 
     from playground import stepping as stp
@@ -431,10 +432,12 @@ def constrained_take(walk, dist, tokenizer, how: str, settings, guide: Guide, to
             raise ConstraintError(f"{text!r} is forbidden by the constraint here: pick a token that is not greyed "
                                   "and hatched.")
         tid = int(token_id)
+    elif how in ("greedy", "sampled"):  # Guide.choose, as a stream chooses (the budget may close the answer)
+        g = None if how == "greedy" or settings.greedy else torch.Generator().manual_seed(
+            stp.step_seed(settings.seed, len(walk.steps)))
+        tid = Guide(guide.grammar, walk.token_ids).choose(dist.logits, g, settings)
     else:
-        tid = stp.choose(type(dist)(dist.model_id, dist.input_ids, masked), how, settings, len(walk.steps))
-        if guide.fits(tid) is None and guide.witness:  # the budget is nearly spent: close the answer
-            tid = guide.witness[0]
+        raise ConstraintError(f"{how!r} is not a way to choose a token; use one of {', '.join(stp.HOWS)}.")
     out = stp.take(walk, dist, tokenizer, "picked", settings, tid)
     p_drawn = float(torch.softmax(filtered_logits(masked, settings), dim=-1)[tid])
     return replace(out, steps=out.steps[:-1] + (replace(out.steps[-1], how=how, p_drawn=p_drawn),))
