@@ -54,7 +54,7 @@ def inputs(prefix: str, where=st, help_on: str = "") -> con.ConstraintSpec | Non
     kind = st.session_state[k.kind]
     bound = {"json": limits.SCHEMA_CHARS, "regex": limits.REGEX_CHARS, "choices": limits.CHOICE_CHARS}[kind]
     label = {"json": "JSON schema", "regex": "Regex (the whole answer must match; Rust regex syntax)",
-             "choices": "Choices, one per line"}[kind]
+             "choices": "Choices, one per line (as typed: start one with a space to follow a word)"}[kind]
     where.text_area(label, key=k.text[kind], height=160 if kind == "json" else 80,
                     help=f"{bound.text}" + (f", {limits.CONSTRAINT_CHOICES.text}" if kind == "choices" else ""))
     try:

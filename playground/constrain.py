@@ -59,6 +59,7 @@ from playground.stepping import NextTokenView
 KINDS = ("json", "regex", "choices")
 KIND_NAMES = {"json": "JSON schema", "regex": "Regex", "choices": "One of a list"}
 KIND_NOUNS = {"json": "JSON schema", "regex": "regex", "choices": "list of choices"}
+ALLOWED_SHOWN = 5  # allowed tokens a constrained view adds below the top ones when they are not among them
 MAX_TRIES = 8  # tokens tried against the witness before the witness's own token is taken
 
 # Bytes the witness walk tries, in this order: what closes JSON first, then what fills it.
@@ -121,7 +122,8 @@ def parse(kind: str, text: str) -> ConstraintSpec:
     if kind == "regex":
         limits.REGEX_CHARS.check(len(text), "The regex")
         return ConstraintSpec(kind, text)
-    choices = tuple(dict.fromkeys(c.strip() for c in text.splitlines() if c.strip()))
+    # a choice is written as typed, a leading space included (" fox" continues after a word); blank lines are skipped
+    choices = tuple(dict.fromkeys(c.rstrip("\r") for c in text.split("\n") if c.strip()))
     limits.CONSTRAINT_CHOICES.check(len(choices), "The list")
     for c in choices:
         limits.CHOICE_CHARS.check(len(c), f"The choice {c[:20]!r}")
@@ -393,7 +395,8 @@ class LogitsProcessor:
 def constrained_view(dist, settings, tokenizer, n: int, guide: Guide):
     """`stepping.view` with the constraint applied first: forbidden tokens are dropped (before
     temperature and the filters), and the view says which of the shown rows they are and how much
-    of the model's probability they held. A `ConstrainedView` (a NextTokenView)."""
+    of the model's probability they held. Below the top `n`, the most likely allowed tokens are
+    added when they are not among them (often they are far down). A `ConstrainedView`."""
     from playground import stepping as stp
     from playground.sampling import apply_temperature, shape
 
@@ -403,8 +406,16 @@ def constrained_view(dist, settings, tokenizer, n: int, guide: Guide):
     sh = shape(logits.masked_fill(~allowed, -math.inf), settings)
     scaled = torch.softmax(apply_temperature(logits, settings.temperature), dim=-1).double()  # (V,), unmasked
     model = torch.softmax(logits.double(), dim=-1)  # (V,)
-    rows = tuple(stp.TokenRow(r.id, r.text, r.rank, r.logit, r.p_model, r.p_before, float(sh.final[r.id]),
-                              bool(sh.kept[r.id])) for r in base.rows)
+    rows = [stp.TokenRow(r.id, r.text, r.rank, r.logit, r.p_model, r.p_before, float(sh.final[r.id]),
+                         bool(sh.kept[r.id])) for r in base.rows]
+    # the most likely allowed tokens too, when the top ones are all forbidden (ranked in the whole vocabulary)
+    shown = {r.id for r in rows}
+    allowed_ids = torch.nonzero(allowed).flatten()
+    best = allowed_ids[torch.argsort(logits[allowed_ids], descending=True)[:ALLOWED_SHOWN]].tolist()
+    for i in (i for i in best if i not in shown):
+        rows.append(stp.TokenRow(int(i), stp.token_text(tokenizer, i), stp.rank_of(logits, i), float(logits[i]),
+                                 float(model[i]), float(scaled[i] / scaled.sum()), float(sh.final[i]), bool(sh.kept[i])))
+    rows = tuple(rows)
     return ConstrainedView(
         model_id=base.model_id, prefix_len=base.prefix_len, settings=settings, rows=rows, vocab_size=base.vocab_size,
         n_kept=sh.n_kept, kept_mass=float(scaled[sh.kept].sum() / scaled.sum()), entropy_bits=sh.entropy_bits,

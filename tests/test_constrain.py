@@ -173,7 +173,7 @@ def test_next_token_page_constrains_the_bars_and_the_walk(smollm2):
     at = app_test("views/next_token.py")
     at.toggle(key="next_token_constrain_on").set_value(True).run()
     at.radio(key="next_token_constrain_kind").set_value("choices").run()
-    at.text_area(key="next_token_constrain_text_choices").set_value("little fox\nlittle owl\nbig bear").run()
+    at.text_area(key="next_token_constrain_text_choices").set_value(" little fox\n little owl\n big bear").run()
     assert not at.error, [e.value for e in at.error]
     shown = texts(at)
     assert "Constraint:" in shown and "of 49,152 tokens allowed" in shown
@@ -181,11 +181,12 @@ def test_next_token_page_constrains_the_bars_and_the_walk(smollm2):
     hatched = bars["marker"]["pattern"]["shape"]
     forbidden_rows = [h for h in bars["hovertext"] if "forbidden by the constraint" in h]
     assert hatched.count("/") == len(forbidden_rows) > 0  # forbidden bars are hatched and say so
+    assert len(bars["y"]) > len(forbidden_rows)  # the most likely allowed tokens are shown below them
     for _ in range(3):
         at.button(key="next_token_step_greedy").click().run()
     walked = at.session_state["next_token_walk_obj"]
-    text = smollm2.tokenizer.decode(list(walked.token_ids))
-    assert any(c.startswith(text) for c in ("little fox", "little owl", "big bear")), text
+    text = smollm2.tokenizer.decode(list(walked.token_ids), skip_special_tokens=True)
+    assert any(c.startswith(text) for c in (" little fox", " little owl", " big bear")), text
     # picking a token the constraint forbids is refused on the page, and the walk is kept
     forbidden = smollm2.tokenizer(" the", add_special_tokens=False).input_ids[0]
     at.session_state["next_token_action"] = ("picked", forbidden)
@@ -230,8 +231,8 @@ def test_constrained_walk_in_the_browser(app_url, page):
     wait_idle(page)
     page.get_by_text("One of a list").click()
     wait_idle(page)
-    box = page.get_by_label("Choices, one per line")
-    box.fill("little fox\nlittle owl\nbig bear")
+    box = page.locator('textarea[aria-label^="Choices, one per line"]')
+    box.fill(" little fox\n little owl\n big bear")
     box.press("Control+Enter")
     wait_idle(page)
     page.get_by_text("tokens allowed").wait_for()
@@ -239,6 +240,8 @@ def test_constrained_walk_in_the_browser(app_url, page):
         page.get_by_role("button", name="Greedy").click()
         wait_idle(page)
     page.get_by_text("2 tokens walked").wait_for()
-    page.get_by_text("Constrain the next token").scroll_into_view_if_needed()
+    page.set_viewport_size({"width": 1400, "height": 1700})
+    page.get_by_role("heading", name="Step through").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
     screenshot(page, "next-token-constrained")
     assert "forbidden ones held" in page.inner_text("body")
