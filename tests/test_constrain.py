@@ -74,8 +74,8 @@ def test_fifty_sampled_generations_under_a_schema_all_parse_and_validate(smollm2
         texts_seen.add(text)
     assert len(texts_seen) > 25  # sampled: the seeds give different answers
     assert any(len(a) == budget for a in answers)  # some used the whole budget and were closed by the guard
-    # and through the stream itself (generate's logits processor), a few seeds
-    for seed in range(2):
+    # and through the stream itself (generate's logits processor)
+    for seed in range(1):
         r = gen.generate(smollm2, "Give me a JSON record.", gen.GenerationSettings(
             max_new_tokens=budget, temperature=1.6, seed=seed), constraint=spec, use_chat_template=False)
         jsonschema.validate(json.loads(r.text), SMALL_SCHEMA)
