@@ -245,3 +245,15 @@ def test_constrained_walk_in_the_browser(app_url, page):
     page.wait_for_timeout(500)
     screenshot(page, "next-token-constrained")
     assert "forbidden ones held" in page.inner_text("body")
+
+
+def test_a_servers_model_is_refused_with_the_reason():
+    from components.constrain import cannot_constrain
+    from playground import engines
+    from playground.registry import get_model
+
+    remote, cpp = get_model("endpoint:e/m"), get_model("smollm2-135m-instruct:gguf")
+    assert not remote.capabilities.can("constrained") and cpp.capabilities.can("constrained")
+    assert "a server's model does not give them" in engines.why_not(remote, "constrained")
+    assert cannot_constrain(["smollm2-135m-instruct", "smollm2-135m-instruct:gguf"]) is None
+    assert "pick a transformers or llama.cpp entry" in cannot_constrain(["smollm2-135m-instruct", "endpoint:e/m"])
