@@ -44,14 +44,17 @@ def _bar_traces(v: NextTokenView, show_legend: bool = True) -> list[go.BaseTrace
     labels = _labels(v)
     x = [r.p_after if r.kept else r.p_before for r in v.rows]
     colours = [KEPT if r.kept else DROPPED for r in v.rows]
+    forbidden = getattr(v, "forbidden", frozenset())  # a constrained view (playground.constrain): hatched grey
     hover = [
         f"<b>{html.escape(visible(r.text))}</b> (id {r.id}, rank {r.rank})<br>"
         f"model: {pct(r.p_model)}<br>after temperature: {pct(r.p_before)}<br>"
-        + (f"after filters: {pct(r.p_after)}" if r.kept else "dropped by the filters")
+        + ("forbidden by the constraint" if r.id in forbidden
+           else f"after filters: {pct(r.p_after)}" if r.kept else "dropped by the filters")
         for r in v.rows
     ]
     bars = go.Bar(
         x=x, y=labels, orientation="h", marker_color=colours, text=[pct(p) if p >= 1e-4 else "" for p in x],
+        marker_pattern_shape=["/" if r.id in forbidden else "" for r in v.rows] if forbidden else None,
         textposition=["inside" if p >= 0.6 else "outside" for p in x], insidetextanchor="end",
         insidetextfont=dict(color="white"), constraintext="none",
         hovertext=hover, hoverinfo="text", name="after filters (renormalised); grey: dropped", showlegend=show_legend,

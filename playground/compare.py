@@ -80,6 +80,7 @@ class Entry:
     model_id: str
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     use_chat_template: bool = True  # used only when the model has a chat template
+    constraint: object = None  # a playground.constrain.ConstraintSpec every token of the answer must fit
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,8 @@ class SideBySide:
         # plain: special tokens typed in the text go as ordinary text (playground.special); a server
         # tokenizes by itself and gets the characters either way
         self.streams = [gen.stream(lm, text, e.settings, use_chat_template=e.use_chat_template,
-                                   plain=plain and lm.tokenizer is not None)
+                                   plain=plain and lm.tokenizer is not None,
+                                   **({"constraint": e.constraint} if e.constraint is not None else {}))
                         for lm, e in zip(lms, entries)]
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.result: Comparison | None = None

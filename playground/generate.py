@@ -208,7 +208,7 @@ class Stream:
     """An iterator of Chunks; `.result` holds the GenerationResult once it is exhausted."""
 
     def __init__(self, lm: LoadedModel, prompt: str, settings: GenerationSettings, templated: bool,
-                 logprobs: bool = True, input_ids: torch.Tensor | None = None) -> None:
+                 logprobs: bool = True, input_ids: torch.Tensor | None = None, constraint=None) -> None:
         validate(settings)
         if not lm.spec.can_generate:
             raise InputError(f"{lm.spec.name} cannot generate text.")
@@ -227,6 +227,12 @@ class Stream:
         self.result: GenerationResult | None = None
         self.cancel_event = threading.Event()
         self._error: BaseException | None = None
+        # a playground.constrain.ConstraintSpec: compiled here, so that a bad one is refused before generating
+        self.grammar = None
+        if constraint is not None:
+            from playground.constrain import compile_for
+
+            self.grammar = compile_for(constraint, lm.tokenizer, sorted(_eos_ids(lm)), settings.max_new_tokens)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -251,7 +257,13 @@ class Stream:
 
         # the recorder first: it keeps the model's own distribution, before any processor reshapes it
         processors = [self.recorder] if self.recorder is not None else []
-        if s.temperature > 0:
+        if self.grammar is not None:  # the constraint chooses each token itself (and samples, if asked)
+            from playground.constrain import LogitsProcessor
+
+            sampling = SamplingSettings(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed)
+            processors.append(LogitsProcessor(self.grammar, self.prompt_tokens, sampling,
+                                              s.seed if s.temperature > 0 else None))
+        elif s.temperature > 0:
             processors.append(_SeededSampler(s))
         if processors:
             kw["logits_processor"] = LogitsProcessorList(processors)
@@ -363,22 +375,30 @@ class Stream:
 
 
 def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-           system: str | None = None, plain: bool = False) -> Stream:
+           system: str | None = None, plain: bool = False, constraint=None) -> Stream:
     """Stream `text` through `lm`, via its chat template when it has one and it is asked for.
 
     `lm` is any loaded entry (playground.engines.EngineModel); entries on llama.cpp or a remote
     server stream through their own engine with the same settings and the same Chunk / result types.
     `plain`: special tokens typed in `text` (``<|im_end|>``) reach the model as ordinary text, not as
     control tokens (playground.special).
+    `constraint` (a playground.constrain.ConstraintSpec) limits every token to the schema, regex or
+    choices; an entry whose engine gives no logits refuses it (engines.why_not(spec, "constrained")).
     """
     settings = settings or GenerationSettings()
+    if constraint is not None and not lm.capabilities.can("constrained"):
+        from playground.engines import why_not
+        from playground.errors import CapabilityError
+
+        raise CapabilityError(f"{lm.spec.label}: {why_not(lm.spec, 'constrained')}")
     if not isinstance(lm, LoadedModel):
         if plain and lm.tokenizer is None:
             raise InputError(f"{lm.spec.name} is on a server, which tokenizes the text itself: special tokens cannot "
                              "be sent to it as plain text. Take them out of the text.")
-        if plain:
-            return lm.stream(text, settings, use_chat_template=use_chat_template, system=system, plain=True)
-        return lm.stream(text, settings, use_chat_template=use_chat_template, system=system)
+        extra = {"plain": True} if plain else {}
+        if constraint is not None:
+            extra["constraint"] = constraint
+        return lm.stream(text, settings, use_chat_template=use_chat_template, system=system, **extra)
     if not isinstance(text, str) or not text.strip():
         raise InputError("The prompt is empty: type something for the model to answer.")
     prompt = format_prompt(lm.tokenizer, text, use_chat_template, system)
@@ -387,13 +407,14 @@ def stream(lm: LoadedModel, text: str, settings: GenerationSettings | None = Non
         from playground import special  # it builds on this module
 
         ids = special.encode(lm.tokenizer, text, use_chat_template, system, plain=True)
-    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template), input_ids=ids)
+    return Stream(lm, prompt, settings, templated(lm.tokenizer, use_chat_template), input_ids=ids,
+                  constraint=constraint)
 
 
 def generate(lm: LoadedModel, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-             system: str | None = None) -> GenerationResult:
+             system: str | None = None, constraint=None, plain: bool = False) -> GenerationResult:
     """Generate to the end and return the result (no streaming)."""
-    s = stream(lm, text, settings, use_chat_template, system)
+    s = stream(lm, text, settings, use_chat_template, system, plain=plain, constraint=constraint)
     for _ in s:
         pass
     assert s.result is not None

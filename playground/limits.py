@@ -80,3 +80,9 @@ NAME_CHARS = Limit(200, "characters", "a name")
 PASTE_CHARS = Limit(1_000_000, "characters", "pasted rows")
 CELL_CHARS = Limit(20_000, "characters", "one value of an input row")
 RUBRIC_CHARS = Limit(4_000, "characters", "the judge's rubric")
+
+# --- constrained decoding -----------------------------------------------------------------------
+SCHEMA_CHARS = Limit(20_000, "characters", "a JSON schema that constrains an answer")
+CONSTRAINT_CHOICES = Limit(50, "choices", "the choices an answer is limited to")
+CHOICE_CHARS = Limit(200, "characters", "one choice of a constraint")
+CONSTRAINT_TOKENS = Limit(2_048, "tokens", "a constrained answer, its end included")

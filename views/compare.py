@@ -9,6 +9,7 @@ from components import answer_tokens, cache, special_tokens, state
 from components import pickers
 from components.pickers import generators, label
 from components import compare as view
+from components import constrain as constrain_ui
 from components.format import human_bytes, human_count
 from components.models import require
 from playground import compare as core
@@ -30,6 +31,7 @@ class K:
     shade = "compare_shade"  # the answers' uncertainty shading
     plain = "compare_plain"  # special tokens typed in the prompt go as plain text
     result = "compare_result"
+    result_constraint = "compare_result_constraint"  # the constraint the held result ran under
     variant_base = "compare_variant_base"
     variant_text = "compare_variant_text"
     variant_run = "compare_variant_run"
@@ -235,11 +237,15 @@ with tab_run:
     st.toggle("One at a time (fair speeds)", key=K.sequential,
               help="Off: all models generate at once and share the CPU. On: one after another, each alone.")
 
+    constraint = constrain_ui.inputs("compare_constrain", help_on="Limit every column's answer, token by token, to "
+                                     "a JSON schema, a regex or a list of choices (each model with its own tokenizer).")
     problem = None
     entries: list[core.Entry] = []
     try:
         core.check_entries(picked)
-        entries = [core.Entry(mid, settings_of(slot)) for mid, slot in zip(picked, slots)]
+        entries = [core.Entry(mid, settings_of(slot), constraint=constraint) for mid, slot in zip(picked, slots)]
+        if constraint is not None:
+            problem = constrain_ui.cannot_constrain(picked)
     except PlaygroundError as exc:
         problem = describe(exc)
     if problem:
@@ -266,6 +272,7 @@ with tab_run:
                     if sbs.result is None:
                         sbs.cancel()
             st.session_state[K.result] = sbs.result
+            st.session_state[K.result_constraint] = constraint
     elif st.session_state.get(K.result) is not None:
         with out:
             last = st.session_state[K.result]
@@ -275,6 +282,10 @@ with tab_run:
         with out:
             st.caption("What you are comparing (read from the config and weights files; nothing is loaded until you press Compare):")
             facts_table(picked)
+    held_constraint = st.session_state.get(K.result_constraint)
+    if st.session_state.get(K.result) is not None and held_constraint is not None:
+        with out:
+            constrain_ui.verdicts(held_constraint, st.session_state[K.result].runs)
 
     result: core.Comparison | None = st.session_state.get(K.result)
     if result is not None:

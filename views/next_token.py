@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import streamlit as st
 
+from components import constrain as constrain_ui
 from components import distribution as figs
 from components import models, pickers, special_tokens, state
 from components.pickers import NONE
@@ -224,6 +225,8 @@ if not isinstance(walk, stp.Walk) or walk.model_id != lm.spec.id or walk.prompt_
             st.warning(f"The walk in the link was not replayed: {describe(exc)}")
             walk = fresh
 
+constraint = constrain_ui.next_token_section(lm, prompt.ids, walk)  # None: the walk is free
+constrain_ui.tool_call_section(lm)
 action = ss.pop(K.ACTION, None)
 eos = stp.eos_ids(lm)
 if action is not None:
@@ -234,7 +237,7 @@ if action is not None:
         elif how == "reset":
             walk = walk.reset()
         else:
-            walk = stp.take(walk, _dist(lm, walk.ids), tok, how, settings, token_id)
+            walk = (constraint.take if constraint else stp.take)(walk, _dist(lm, walk.ids), tok, how, settings, token_id)
     except PlaygroundError as exc:
         st.error(describe(exc))
 try:
@@ -244,7 +247,7 @@ except PlaygroundError as exc:
     st.stop()
 ss[K.WALK_OBJ] = walk
 ss[K.WALK] = walk.to_param()
-view = stp.view(dist, settings, tok, top_n)
+view = (constraint.view if constraint else stp.view)(dist, settings, tok, top_n)
 
 st.subheader("Step through")
 st.markdown(figs.walk_html(prompt.formatted, walk, lambda i: state.link_to(URL, {K.WALK: replace(walk, steps=walk.steps[:i]).to_param()})),
@@ -301,6 +304,7 @@ def _show(v: stp.NextTokenView, m, n_tokens: int, where, slot: str) -> None:
     where.markdown(f"**{m.spec.label}** · next token after {n_tokens:,} tokens · vocabulary {v.vocab_size:,}")
     _metrics(v, where)
     where.plotly_chart(figs.top_tokens(v), key=f"next_token_bars_{slot}")
+    constrain_ui.mass_caption(v, where)
 
 
 st.subheader("The next token")

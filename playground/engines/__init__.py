@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 EngineName = Literal["transformers", "llama.cpp", "remote"]
 ENGINES: tuple[EngineName, ...] = ("transformers", "llama.cpp", "remote")
-Need = Literal["generate", "token_logprobs", "distribution", "full_distribution", "attention", "hidden_states"]
+Need = Literal["generate", "token_logprobs", "distribution", "full_distribution", "attention", "hidden_states",
+               "constrained"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Capabilities:
     top_distribution: bool = False  # only the top N of the next-token distribution (a server's top_logprobs)
     attention: bool = False
     hidden_states: bool = False
+    constrained: bool = False  # generation limited to a JSON schema, regex or choices (playground.constrain)
 
     def can(self, need: Need) -> bool:
         if need == "distribution":  # the whole distribution, or at least its top
@@ -53,8 +55,8 @@ class Capabilities:
 
 
 TRANSFORMERS = Capabilities(generate=True, token_logprobs=True, alternatives=20, distribution=True,
-                            attention=True, hidden_states=True)
-LLAMA_CPP = Capabilities(generate=True, token_logprobs=True, alternatives=20, distribution=True)
+                            attention=True, hidden_states=True, constrained=True)
+LLAMA_CPP = Capabilities(generate=True, token_logprobs=True, alternatives=20, distribution=True, constrained=True)
 REMOTE = Capabilities(generate=True, token_logprobs=True, alternatives=20, top_distribution=True)
 ENCODER = Capabilities(generate=False, attention=True, hidden_states=True)
 
@@ -65,6 +67,8 @@ _WHY = {
     "full_distribution": "A server returns only the top few next tokens, not the whole distribution over the vocabulary.",
     "token_logprobs": "This entry gives no token log-probabilities.",
     "generate": "An encoder does not generate text.",
+    "constrained": "Constrained decoding masks the model's logits at every step; a server's model does not give "
+                   "them: pick a transformers or llama.cpp entry.",
 }
 
 

@@ -300,9 +300,10 @@ class LlamaModel:
         return self.n_ctx
 
     def stream(self, text: str, settings: GenerationSettings | None = None, use_chat_template: bool = True,
-               system: str | None = None, plain: bool = False) -> "LlamaStream":
+               system: str | None = None, plain: bool = False, constraint=None) -> "LlamaStream":
         """Stream an answer to `text`, formatted as a transformers entry formats it (`plain`: special
-        tokens typed in `text` go as ordinary text, playground.special)."""
+        tokens typed in `text` go as ordinary text, playground.special; limited by `constraint`, a
+        playground.constrain.ConstraintSpec, when one is given)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("The prompt is empty: type something for the model to answer.")
         prompt = format_prompt(self.tokenizer, text, use_chat_template, system)
@@ -312,7 +313,7 @@ class LlamaModel:
 
             ids = [int(i) for i in special.encode(self.tokenizer, text, use_chat_template, system, plain=True)[0]]
         return LlamaStream(self, prompt, settings or GenerationSettings(), templated(self.tokenizer, use_chat_template),
-                           prompt_ids=ids)
+                           prompt_ids=ids, constraint=constraint)
 
     # --- distributions -----------------------------------------------------------------
 
@@ -511,7 +512,7 @@ class LlamaStream:
     """
 
     def __init__(self, lm: LlamaModel, prompt: str, settings: GenerationSettings, templated: bool,
-                 prompt_ids: list[int] | None = None) -> None:
+                 prompt_ids: list[int] | None = None, constraint=None) -> None:
         validate(settings)
         self.lm, self.prompt, self.settings, self.templated = lm, prompt, settings, templated
         self.prompt_ids = ([int(i) for i in encode_prompt(lm.tokenizer, prompt, templated)[0].tolist()]
@@ -529,6 +530,11 @@ class LlamaStream:
         self._error: BaseException | None = None
         self._last: int | None = None  # the token the worker stopped on, if it was an end token
         self._stopped = False  # a stop string appeared
+        self.grammar = None  # the constraint, compiled before anything runs (playground.constrain)
+        if constraint is not None:
+            from playground.constrain import compile_for
+
+            self.grammar = compile_for(constraint, lm.tokenizer, sorted(lm.eos_ids), settings.max_new_tokens)
 
     @property
     def prompt_tokens(self) -> int:
@@ -562,10 +568,20 @@ class LlamaStream:
             sampling = SamplingSettings(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed)
             generator = torch.Generator().manual_seed(int(s.seed)) if s.temperature > 0 else None
             ids: list[int] = []
+            guide = None
+            if self.grammar is not None:
+                from playground.constrain import Guide
+
+                guide = Guide(self.grammar)
             for step in range(s.max_new_tokens):
                 if cancel.is_set():
                     break
-                tok, lp = self._choose(logits, generator, sampling)
+                if guide is not None:  # the constraint picks the token; its log-probability is the model's own
+                    _, lp = self._choose(logits, None, sampling)
+                    tok = guide.choose(logits, generator, sampling)
+                    lp = TokenLogprob(lm.piece(tok), float(logits[tok] - torch.logsumexp(logits, 0)), tok, lp.alternatives)
+                else:
+                    tok, lp = self._choose(logits, generator, sampling)
                 ids.append(tok)
                 q.put((tok, lp))
                 if lm.is_end(tok):
