@@ -149,8 +149,9 @@ def test_attribution_section_in_chromium(app_url, page):
     wait_idle(page)
     assert page.locator(".attribution-text span[data-score]").count() >= 10
     # rather than the second token of the bars
-    page.get_by_role("combobox", name="Rather than").click()
-    page.get_by_role("option").nth(2).click()
+    page.locator(".st-key-next_token_attr_contrast").get_by_role("combobox").click()
+    page.keyboard.press("ArrowDown")  # opens the list
+    page.get_by_role("option", name="#2 ").first.click()
     page.get_by_text("nats at your text").first.wait_for()
     wait_idle(page)
     assert "− log p(" in page.locator('[data-testid="stCaptionContainer"]').filter(has_text="nats at your text").inner_text()
