@@ -111,7 +111,8 @@ def completeness(result: core.Attribution) -> str | None:
     delta = result.f_input - result.f_baseline
     rel = abs(gap) / abs(delta) if delta else float("inf")
     verdict = ("close: the path is sampled finely enough" if rel <= 0.02 else
-               "not close: the path has steep places the points missed; add steps")
+               "not close: f jumps along the path between the points; more steps often help, and until "
+               "then read the scores as rough")
     return (f"**Completeness**: the scores add up to **{result.total:.3f}**; f(text) − f(baseline) = "
             f"{result.f_input:.3f} − ({result.f_baseline:.3f}) = **{delta:.3f}** nats: off by {gap:+.3f} "
             f"({rel:.1%}), {verdict}. {result.steps} points on the path.")
