@@ -98,7 +98,7 @@ def legend_html(result: core.Attribution) -> str:
 
 def table(result: core.Attribution) -> list[dict]:
     total = float(result.scores.abs().sum()) or 1.0
-    return [{"position": i, "token": visible(label), "id": tid, "score": round(score, 5),
+    return [{"position": i, "token": visible(label), "id": tid, "score": float(f"{score:.5g}"),
              "share of |scores|": round(abs(score) / total, 4)}
             for i, (label, tid, score) in enumerate(zip(result.labels, result.input_ids, result.scores.tolist()))]
 
