@@ -84,7 +84,7 @@ def test_lens_section_ends_on_the_pages_distribution_and_follows_the_walk(smollm
     assert lens.RUNS == runs + 2
 
 
-def test_attribution_section_methods_contrast_and_bounds(smollm2):
+def test_attribution_section_methods_contrast_gemma_and_bounds(smollm2, gemma):
     at = app_test(page=PAGE, query={"why": "true"})
     assert not at.exception and not at.error
     ids = list(stp.make_prompt(smollm2.tokenizer, PROMPT, False).ids)
@@ -126,8 +126,20 @@ def test_attribution_section_methods_contrast_and_bounds(smollm2):
     assert "no contrastive form" in texts(at)
     np.testing.assert_allclose(_table(at, "next_token_attr_table")["score"].sum(), 1.0, atol=1e-3)
 
-    # too long a prefix: the numbers and what to do; the page's other sections still draw
+    # Gemma 3: its own tokens (with <bos>) and scores
     at.radio(key="next_token_attr_method").set_value("gradient_x_input").run()
+    at.selectbox(key="next_token_model").set_value("gemma-3-270m").run()
+    assert not at.exception and not at.error
+    g_ids = list(stp.make_prompt(gemma.tokenizer, PROMPT, False).ids)
+    g_top = int(page_probs(gemma, g_ids).argmax())
+    assert at.selectbox(key="next_token_attr_target").value == g_top
+    g_table = _table(at, "next_token_attr_table")
+    assert list(g_table["id"]) == g_ids and g_ids[0] == gemma.tokenizer.bos_token_id
+    np.testing.assert_allclose(g_table["score"].to_numpy(), attr.gradient_x_input(gemma, g_ids, g_top).scores.numpy(),
+                               atol=1e-4, rtol=1e-4)
+    at.selectbox(key="next_token_model").set_value("smollm2-135m-instruct").run()
+
+    # too long a prefix: the numbers and what to do; the page's other sections still draw
     at.text_area(key="next_token_prompt").set_value("word " * 300).run()
     assert not at.exception
     assert any("at most 256 tokens" in e.value and "Shorten it" in e.value for e in at.error), [e.value for e in at.error]
