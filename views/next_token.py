@@ -14,7 +14,7 @@ import streamlit as st
 
 from components import constrain as constrain_ui
 from components import distribution as figs
-from components import models, pickers, special_tokens, state
+from components import models, next_token_inside, pickers, special_tokens, state
 from components.pickers import NONE
 from playground import links
 from playground.links import Link
@@ -323,6 +323,9 @@ else:
         right.caption("The same text through its own tokenizer: the prompt and the tokens walked so far.")
     except PlaygroundError as exc:
         right.error(describe(exc))
+
+next_token_inside.lens(lm, walk.ids)
+next_token_inside.attribution(lm, walk.ids, view)
 
 # --- temperatures side by side ---------------------------------------------------------------
 
