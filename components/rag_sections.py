@@ -28,6 +28,7 @@ from components import rag as view
 from components.models import require
 from components.pickers import default_generator, generators, label
 from playground import answers, links
+from playground.answers import origin_of as answer_origin
 from playground.errors import PlaygroundError, WouldReplaceError, describe
 from playground.generate import GenerationSettings
 from playground.links import Link
@@ -95,6 +96,7 @@ class K:
     question = "rag_question"
     plain = "rag_plain"  # special tokens typed in the question or the template go as plain text
     answer_plain = "rag_answer_plain"  # whether the answer shown was generated that way
+    ab_shade = "rag_ab_shade"
     answer_shade = "rag_answer_shade"  # the uncertainty shading of the answer's tokens
     method = "rag_method"
     top_k = "rag_top_k"
@@ -792,6 +794,7 @@ def stream_answer(lm, plan: PromptPlan, box, prefix: str = "a", name: str = "", 
 class Answering:
     lm: Any
     plan: PromptPlan | None
+    plain: bool = False  # special tokens typed in the question or template go as plain text
 
 
 def plan_for(lm, template: str, question: str, hits) -> PromptPlan:
@@ -832,7 +835,7 @@ def answer(cat: Catalogue, found: Retrieved) -> Answering:
     with right:
         if plan is not None:
             _prompt_and_answer(lm, plan, plain)
-    return Answering(lm, plan)
+    return Answering(lm, plan, plain)
 
 
 def _prompt_and_answer(lm, plan: PromptPlan, plain: bool = False) -> None:
@@ -949,13 +952,16 @@ def ab(db: Store, docs, chunked: Chunked, found: Retrieved, answering: Answering
                 cols = st.columns(2)
                 for i, (r, name) in enumerate(((result.ra, "A"), (result.rb, "B"))):
                     plan = plan_for(answering.lm, setup_a.template, result.ra.question, r.hits)
-                    answers[i] = stream_answer(answering.lm, plan, cols[i].empty(), name.lower(), name)
-            ss[K.ab_result] = (result, answers)
+                    answers[i] = stream_answer(answering.lm, plan, cols[i].empty(), name.lower(), name,
+                                               plain=answering.plain)
+            ss[K.ab_result] = (result, answers, answering.plain)
         except PlaygroundError as exc:
             fail(exc)
     shown = ss.get(K.ab_result)
     if shown is not None:
-        result, answers = shown
+        result, answers, plain = shown
+        shade = (answer_tokens.shading_control(K.ab_shade)
+                 if any(a is not None and a.result.logprobs for a in answers) else "off")
         if result.ra.question != ss[K.question]:
             st.caption(f"Last comparison, for the question {result.ra.question!r}:")
         st.markdown(view.overlap_caption(result.overlap, len(result.ra.hits), len(result.rb.hits)))
@@ -969,6 +975,13 @@ def ab(db: Store, docs, chunked: Chunked, found: Retrieved, answering: Answering
                     st.html(view.answer_html(ans.text, len(ans.plan.used), name.lower()))
                     st.caption(f"{ans.result.new_tokens} tokens · {len(ans.plan.used)} passages in the prompt · "
                                f"{ans.plan.prompt_tokens:,} prompt tokens")
+                    if ans.result.logprobs:
+                        with st.expander("The answer token by token"):
+                            p = ans.plan
+                            answer_tokens.show(ans.result.logprobs, ans.result.token_ids,
+                                               answer_origin(answering.lm, p.text, p.settings, p.chat_template,
+                                                                      ans.result, plain),
+                                               ans.result.text, shade)
                 view.hits(r, name.lower(), shared=shared)
     return setup_b
 

@@ -575,6 +575,11 @@ def test_page_end_to_end_sample_corpus_index_ask_ab_evaluate():
     assert "**Overlap:**" in shown and "Shared sources:" in shown
     assert "recursive 250/25 characters" in shown and "hybrid top-5" in shown
     assert 'id="rag-b-passage-1"' in _htmls(at) and _htmls(at).count('class="raganswer"') >= 3
+    # both setups' answers token by token, as the main answer (1 + 2), each token with its probability
+    tokens = [m.value for m in at.markdown if 'class="answer-tokens"' in m.value]
+    assert len(tokens) == 3 and all('title="' in t and "%" in t for t in tokens)
+    at.radio(key="rag_ab_shade").set_value("low probability").run()
+    _fine(at)
 
     at.radio(key="rag_eval_source").set_value("Type questions").run()
     at.text_area(key="rag_eval_text").set_value("What does the pass statement do? | pass\n"
