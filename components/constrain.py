@@ -19,7 +19,8 @@ import streamlit as st
 
 from components import state
 from playground import constrain as con
-from playground import limits
+from playground import limits, links
+from playground.links import Link
 from playground.errors import PlaygroundError, describe
 
 EXAMPLES = {
@@ -42,10 +43,25 @@ class Keys:
         self.example = f"{prefix}_example"
 
 
+def url_links(k: Keys) -> dict:
+    """The link parameters of one page's constraint: on, kind, and the kind's text (a long schema
+    stays out of the link, and the page says so, as any long text)."""
+    bounds = {"json": limits.SCHEMA_CHARS, "regex": limits.REGEX_CHARS, "choices": limits.CHOICE_CHARS}
+    return {k.on: Link("constrain", links.Flag()), k.kind: Link("constrain_kind", links.Choice(tuple(con.KINDS))),
+            **{k.text[kind]: Link(f"constrain_{kind}", links.Text(bounds[kind].value)) for kind in con.KINDS}}
+
+
 def inputs(prefix: str, where=st, help_on: str = "") -> con.ConstraintSpec | None:
-    """The toggle, the kind and its text box. The checked spec, or None (off, or shown as an error)."""
+    """The toggle, the kind and its text box. The checked spec, or None (off, or shown as an error).
+    The choices are kept in the page's link."""
     k = Keys(prefix)
-    state.init({k.on: False, k.kind: "json", **{k.text[kind]: EXAMPLES[kind] for kind in con.KINDS}})
+    url = url_links(k)
+    state.init({k.on: False, k.kind: "json", **{k.text[kind]: EXAMPLES[kind] for kind in con.KINDS}}, url)
+    if st.session_state[k.on]:  # in the link only while on: a page without a constraint keeps a short link
+        state.to_url({key: link for key, link in url.items() if key in (k.on, k.kind, k.text[st.session_state[k.kind]])})
+    else:
+        for link in url.values():
+            st.query_params.pop(link.param, None)
     where.toggle("Constrain the answer", key=k.on, help=help_on or "Limit every token to those that keep the text "
                  "inside a JSON schema, a regex or a list of choices.")
     if not st.session_state[k.on]:

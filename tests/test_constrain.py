@@ -200,6 +200,21 @@ def test_next_token_page_constrains_the_bars_and_the_walk(smollm2):
     assert at.text_area(key="next_token_constrain_text_json").value == '{"type": '
 
 
+def test_a_link_carries_the_constraint(smollm2):
+    at = app_test("views/next_token.py", query={"constrain": "true", "constrain_kind": "choices",
+                                               "constrain_choices": " little fox\n big bear"})
+    assert not at.error, [e.value for e in at.error]
+    assert at.toggle(key="next_token_constrain_on").value is True
+    assert at.text_area(key="next_token_constrain_text_choices").value == " little fox\n big bear"
+    assert "of 49,152 tokens allowed" in texts(at)
+    at.text_area(key="next_token_constrain_text_choices").set_value(" owl").run()
+    assert at.query_params["constrain_choices"] in (" owl", [" owl"])
+    at.toggle(key="next_token_constrain_on").set_value(False).run()
+    assert "constrain" not in at.query_params and "constrain_choices" not in at.query_params
+    bad = app_test("views/next_token.py", query={"constrain": "true", "constrain_kind": "lark"})
+    assert not bad.exception and bad.radio(key="next_token_constrain_kind").value == "json"
+
+
 def test_tool_call_example_on_the_next_token_page(smollm2):
     at = app_test("views/next_token.py")
     at.button(key="next_token_tool_run").click().run()
