@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from playground import jobs
 from playground.engines import TokenLogprob
 from playground.errors import ContextLengthError, InputError, PlaygroundError
 from playground.loading import LoadedModel
@@ -184,6 +185,7 @@ class Stream:
         self.result: GenerationResult | None = None
         self.cancel_event = threading.Event()
         self._error: BaseException | None = None
+        self.ticket = jobs.ticket(lm, "a generation")  # its place in the local work queue (playground.jobs)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -216,6 +218,10 @@ class Stream:
         return kw
 
     def __iter__(self) -> Iterator[Chunk]:
+        with jobs.turn(self.lm, "a generation", self.cancel_event, ticket_=self.ticket):  # waits its turn
+            yield from self._generate()
+
+    def _generate(self) -> Iterator[Chunk]:
         streamer = _QueueStreamer()
         kwargs = self._kwargs(streamer)
 
