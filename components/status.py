@@ -51,7 +51,7 @@ def overview(me: str) -> None:
     c1.metric("Sessions alive", f"{len(alive):,}")
     c2.metric("Jobs running", f"{len(running)} of {jobs.QUEUE.bound}", help=f"At most {jobs.QUEUE.bound} at once ({jobs.ENV}).")
     c3.metric("Jobs waiting", f"{len(waiting):,}", help=f"{jobs.QUEUE.finished:,} finished since the server started.")
-    c4.metric("Memory kept", f"{budget.size(snap.used)} of {budget.size(snap.total)}",
+    c4.metric(f"Memory kept (budget {budget.size(snap.total)})", budget.size(snap.used),
               help=f"{snap.used / max(snap.total, 1):.0%} of the budget ({budget.ENV}).")
     c5.metric("Process memory (RSS)", human_bytes(_rss()), help="Everything this server process holds: models included.")
     st.progress(min(snap.used / max(snap.total, 1), 1.0), text=f"Budget used: {budget.size(snap.used)} of {budget.size(snap.total)}")
