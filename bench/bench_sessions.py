@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -171,6 +172,8 @@ def bench_compare(args) -> dict:
             start = time.perf_counter()
             for p in pages:
                 p.get_by_role("button", name="Compare").first.click()
+            for p in pages:
+                _cleared(p, args)
             times = [0.0] * len(pages)
             pending = set(range(len(pages)))
             while pending:
@@ -210,9 +213,16 @@ def _done(page, args) -> bool:
     return page.locator("[data-testid='stMetric']").count() >= args.metrics
 
 
+def _cleared(page, args) -> None:
+    """After a click: wait until the last run's numbers are gone (the new run redrew the columns)."""
+    deadline = time.time() + 15
+    while _done(page, args) and time.time() < deadline:
+        time.sleep(0.1)
+
+
 def _press_and_wait(page, args) -> None:
     page.get_by_role("button", name="Compare").first.click()
-    page.wait_for_timeout(500)
+    _cleared(page, args)
     deadline = time.time() + 600
     while not _done(page, args):
         if time.time() > deadline:
@@ -264,10 +274,12 @@ def bench_attention(args) -> dict:
         while pending and time.perf_counter() - start < 900:
             for i in list(pending):
                 page = pages[i][0]
-                if page.get_by_text(f"{len(ids):,} tokens ·", exact=False).count():
+                body = page.inner_text("body")
+                shown = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) tokens · \d+ layers", body)]
+                if any(n > len(ids) // 2 for n in shown):  # the long text's maps (not the default text's)
                     outcome["maps"] += 1
                     pending.discard(i)
-                elif page.get_by_text("is free for them now", exact=False).count():
+                elif "is free for them now" in body:
                     outcome["refused"] += 1
                     pending.discard(i)
             time.sleep(0.5)
@@ -301,7 +313,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--engine", choices=["transformers", "gguf"], default="transformers")
     ap.add_argument("--sessions", type=int, default=8)
-    ap.add_argument("--metrics", type=int, default=12, help="metrics shown once every column of Compare is done")
+    ap.add_argument("--metrics", type=int, default=4, help="metrics shown once every column of Compare is done (2 per column)")
     ap.add_argument("--budget", default="2GiB")
     ap.add_argument("--attention-tokens", type=int, default=1200)
     args = ap.parse_args()

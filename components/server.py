@@ -9,7 +9,7 @@ thread also does every `SWEEP_SECONDS`.
 
 A session is alive while Streamlit's runtime holds it as active (its websocket is connected):
 a reloaded tab is a new session, and the old one stops being active at once. Outside a running
-server (AppTest) there is no runtime to ask; every session counts as alive there.
+server (AppTest) there is no runtime to ask; a session is alive there while its session state is.
 
 What it leaves out: the status page's drawing (views/status.py) and each page's use of the
 budget (components/held.py).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 
 import streamlit as st
@@ -41,6 +42,7 @@ class Seen:
 
 
 _sessions: dict[str, Seen] = {}
+_states: dict[str, weakref.ref] = {}  # owner -> its session state (how AppTest sessions are known to be gone)
 _lock = threading.Lock()
 _started = False
 _run = threading.local()  # this script run: the cancel it follows, the wait messages it shows
@@ -58,8 +60,13 @@ def session_id() -> str:
     state = ctx.session_state
     if TOKEN not in state:
         state[TOKEN] = uuid.uuid4().hex[:8]
-    token = state[TOKEN]
-    return f"{ctx.session_id}/{token}"
+    owner = f"{ctx.session_id}/{state[TOKEN]}"
+    if owner not in _states:
+        try:  # without a server (AppTest) a session lives as long as its session state
+            _states[owner] = weakref.ref(getattr(state, "_state", state))
+        except TypeError:
+            pass
+    return owner
 
 
 def _runtime():
@@ -72,7 +79,8 @@ def alive(session: str) -> bool:
     """Whether Streamlit still holds `session` as connected (always True without a server: AppTest)."""
     rt = _runtime()
     if rt is None:
-        return True
+        ref = _states.get(session)
+        return ref is None or ref() is not None
     try:
         return bool(rt.is_active_session(session.split("/")[0]))
     except Exception:  # noqa: BLE001 - a runtime shutting down
@@ -85,6 +93,7 @@ def release_gone() -> list[str]:
     with _lock:
         for sid in [s for s in _sessions if not alive(s)]:
             _sessions.pop(sid, None)
+            _states.pop(sid, None)
             if sid not in gone:
                 gone.append(sid)
     return gone
