@@ -162,8 +162,8 @@ def bench_compare(args) -> dict:
         pages = []
         for _ in range(args.sessions):
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            page.goto(server.url + "/compare", timeout=120_000)
-            page.get_by_role("button", name="Compare").first.wait_for(timeout=180_000)
+            page.goto(server.url + f"/compare?max={args.tokens}", timeout=120_000)
+            page.locator(".st-key-compare_run button").wait_for(timeout=180_000)
             pages.append(page)
         # one warm run (loads the models once for every session)
         _press_and_wait(pages[0], args)
@@ -171,7 +171,7 @@ def bench_compare(args) -> dict:
         def at_once() -> tuple[float, list[float]]:
             start = time.perf_counter()
             for p in pages:
-                p.get_by_role("button", name="Compare").first.click()
+                p.locator(".st-key-compare_run button").click()
             for p in pages:
                 _cleared(p, args)
             times = [0.0] * len(pages)
@@ -201,7 +201,7 @@ def bench_compare(args) -> dict:
         browser.close()
         pw.stop()
         server.stop()
-    print(f"\n{args.sessions} sessions x Compare (the page's default models), load {os.getloadavg()[0]:.1f}")
+    print(f"\n{args.sessions} sessions x Compare (the page's default two models, {args.tokens} new tokens), load {os.getloadavg()[0]:.1f}")
     print(f"one after another: total {seq_total:.1f} s, per session p50 {statistics.median(seq):.1f} s, max {max(seq):.1f} s")
     print(f"all at once:       total {par_total:.1f} s, per session p50 {statistics.median(par):.1f} s, max {max(par):.1f} s")
     print(f"ratio at once / one after another (total): {par_total / seq_total:.2f}")
@@ -209,8 +209,8 @@ def bench_compare(args) -> dict:
 
 
 def _done(page, args) -> bool:
-    """Every column shows its numbers (the metrics under each answer)."""
-    return page.locator("[data-testid='stMetric']").count() >= args.metrics
+    """Every column shows its numbers (under each answer)."""
+    return page.locator('[data-testid="stMain"]').get_by_text("Tokens generated:").count() >= args.columns
 
 
 def _cleared(page, args) -> None:
@@ -221,7 +221,7 @@ def _cleared(page, args) -> None:
 
 
 def _press_and_wait(page, args) -> None:
-    page.get_by_role("button", name="Compare").first.click()
+    page.locator(".st-key-compare_run button").click()
     _cleared(page, args)
     deadline = time.time() + 600
     while not _done(page, args):
@@ -253,7 +253,7 @@ def bench_attention(args) -> dict:
     try:
         warm = browser.new_context().new_page()
         warm.goto(server.url + "/attention", timeout=180_000)
-        warm.get_by_text("Every map", exact=False).first.wait_for(timeout=300_000)
+        warm.get_by_text(re.compile(r"tokens · \d+ layers")).first.wait_for(timeout=300_000)
         warm.context.close()
         time.sleep(6)  # the closed tab's maps are released by the timer
         base = server.rss()
@@ -262,11 +262,11 @@ def bench_attention(args) -> dict:
         for t in texts:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.goto(server.url + "/attention", timeout=180_000)
-            page.get_by_label("Text").first.wait_for(timeout=180_000)
+            page.locator(".st-key-attention_text textarea").wait_for(timeout=180_000)
             pages.append((page, t))
         start = time.perf_counter()
         for page, t in pages:
-            box = page.get_by_label("Text").first
+            box = page.locator(".st-key-attention_text textarea")
             box.fill(t)
             box.press("Control+Enter")
         outcome = {"maps": 0, "refused": 0}
@@ -313,7 +313,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--engine", choices=["transformers", "gguf"], default="transformers")
     ap.add_argument("--sessions", type=int, default=8)
-    ap.add_argument("--metrics", type=int, default=4, help="metrics shown once every column of Compare is done (2 per column)")
+    ap.add_argument("--columns", type=int, default=2, help="columns of the Compare page (its default: two models)")
     ap.add_argument("--budget", default="2GiB")
     ap.add_argument("--attention-tokens", type=int, default=1200)
     args = ap.parse_args()
