@@ -394,3 +394,23 @@ def test_a_waiting_session_sees_its_place_and_can_cancel(fresh_server, browser):
     finally:
         busy.close()
         waiter.close()
+
+
+@pytest.mark.browser
+def test_a_closed_tab_releases_what_it_kept(fresh_server, browser):
+    url, _ = fresh_server
+    tab, watcher = (browser.new_context(viewport={"width": 1300, "height": 900}) for _ in range(2))
+    try:
+        a = tab.new_page()
+        a.goto(f"{url}/attention", timeout=120_000)
+        a.get_by_text(re.compile(r"tokens · \d+ layers")).first.wait_for(timeout=240_000)
+        status = watcher.new_page()
+        status.goto(f"{url}/status", timeout=120_000)
+        status.get_by_text("Sessions alive").first.wait_for(timeout=60_000)
+        kept = re.compile(r"Memory kept \(budget [^)]*\)\s+(\S+ \S+)")
+        _wait_until(lambda: kept.search(status.inner_text("body")).group(1) != "0 B", timeout=30)
+        a.context.close()  # the tab goes: within the 5 s sweep (and the status page's 3 s redraw) its maps are released
+        _wait_until(lambda: kept.search(status.inner_text("body")).group(1) == "0 B", timeout=30)
+        assert re.search(r"Sessions alive\s+1\b", status.inner_text("body"))
+    finally:
+        watcher.close()
