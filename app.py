@@ -10,6 +10,7 @@ from components import server
 server.start()  # first, before any page runs: every heavy library imported once, under a lock (playground/startup.py)
 
 from components import boundary, nav, sidebar, state  # noqa: E402
+
 st.set_page_config(page_title="LLM Playground", page_icon=":material/neurology:", layout="wide")
 pages = [
     st.Page(str(path), title=title, icon=icon, default=path.name == "home.py")
