@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import boundary, nav, sidebar, state
+from components import server
+
+server.start()  # first, before any page runs: every heavy library imported once, under a lock (playground/startup.py)
+
+from components import boundary, nav, sidebar, state  # noqa: E402
 
 st.set_page_config(page_title="LLM Playground", page_icon=":material/neurology:", layout="wide")
 pages = [
     st.Page(str(path), title=title, icon=icon, default=path.name == "home.py")
     for path, title, icon, _ in nav.existing()
 ]
-current = st.navigation(pages)
+current = st.navigation({"": pages, "Server": server.pages()})
 state.restore(current.url_path)  # what a person typed on a page survives a visit to another one
 try:
+    server.begin(current.url_path)  # this session seen, gone sessions' memory released
     sidebar.render()
     current.run()
 except Exception as exc:  # noqa: BLE001 - the one boundary: shown as a message, never a traceback

@@ -86,6 +86,13 @@ class StreamColumns:
             self.text[i].caption("waiting for the first token…")
 
     def update(self, u: Update) -> None:
+        if u.waiting is not None:  # in the server's work queue (playground.jobs); any click stops the wait
+            self.text[u.column].caption(f":material/hourglass_top: waiting: {u.waiting} ahead of you in the "
+                                        "server's queue…")
+            if not getattr(self, "cancel_shown", False):
+                self.cancel_shown = True
+                st.button("Cancel", key="compare_cancel_wait", help="Leave the queue: the columns still waiting do not run.")
+            return
         if u.run is not None:
             answer(u.run, self.shade, self.text[u.column])
             with self.metrics[u.column].container():

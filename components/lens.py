@@ -17,7 +17,7 @@ import html
 import plotly.graph_objects as go
 import streamlit as st
 
-from components import models, pickers, state
+from components import held, models, pickers, state
 from components.distribution import pct, visible
 from playground import lens as core
 from playground import links
@@ -37,7 +37,8 @@ class K:
     TYPED = "lens_typed"
     SCALE = "lens_scale"
     # not widgets
-    RESULT = "lens_result"
+    RESULT = "lens_result"  # kept in the server's memory budget, not in the session state
+    RESULT_KEY = "lens_result_key"  # (model, text) the picks were made for
     SIDEBAR_SEEN = "lens_sidebar_seen"
 
 
@@ -120,14 +121,17 @@ def compute(model_id: str) -> tuple[object, core.LogitLens]:
         st.info("Type a text above to see what each layer predicts.")
         st.stop()
     lm = models.require(model_id)
-    held = ss.get(K.RESULT)
-    if held is not None and held[0] == (lm.spec.id, text):
-        return lm, held[1]
-    ss.pop(K.RESULT, None)  # free the old states before making new ones
+    kept = held.get(K.RESULT)  # in the server's memory budget (components/held.py); None if it was dropped
+    if kept is not None and kept[0] == (lm.spec.id, text):
+        return lm, kept[1]
+    held.drop(K.RESULT)  # free the old states before making new ones
+    last_key = ss.get(K.RESULT_KEY)
     try:
-        with st.status(f"Running {lm.spec.label} once and reading every layer…", expanded=True) as status:
+        with held.reserve(K.RESULT, core.kept_bytes(lm, text), "these logit-lens states", lm) as room, \
+                st.status(f"Running {lm.spec.label} once and reading every layer…", expanded=True) as status:
             bar = st.progress(0.0)
             result = core.run(lm, text, progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
+            room.fill(((lm.spec.id, text), result), held.size_of(result))
             status.update(label=f"{result.num_rows} rows × {result.num_tokens} positions read", state="complete",
                           expanded=False)
     except PlaygroundError as exc:
@@ -136,8 +140,8 @@ def compute(model_id: str) -> tuple[object, core.LogitLens]:
     except Exception as exc:  # noqa: BLE001 - shown, never a traceback
         st.error(describe(exc))
         st.stop()
-    ss[K.RESULT] = ((lm.spec.id, text), result)
-    if held is not None:  # a new text or model: open on the last position again
+    ss[K.RESULT_KEY] = (lm.spec.id, text)
+    if last_key is not None and last_key != (lm.spec.id, text):  # a new text or model: open on the last position again
         ss[K.POSITION], ss[K.TOKEN], ss[K.START] = AUTO, AUTO, 0
     return lm, result
 

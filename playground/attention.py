@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from playground.errors import InputError
-from playground.passes import AttentionMaps, attention_maps, check_length
+from playground.passes import AttentionMaps, attention_maps, check_length, maps_bytes, storage_precision
 from playground.loading import LoadedModel
 from playground.options import option
 
@@ -360,6 +360,17 @@ class Analysis:
     def key(self) -> tuple[str, str]:
         """(model id, text): what the forward pass depends on."""
         return self.maps.model_id, self.text
+
+
+def kept_bytes(lm: LoadedModel, text: str, cells: int = 24) -> int:
+    """What `analyse(lm, text, cells)` will keep, in bytes, before it runs: the maps at the precision they
+    are kept in, and the thumbnails (the summaries are a few numbers per head). Raises as `analyse` does
+    for an empty, too long or too large text."""
+    n = len(encode(lm, text))
+    layers, heads = lm.num_layers, lm.num_heads
+    per_weight = 4 if storage_precision(lm, n) == torch.float32 else 2
+    side = min(n, cells)
+    return maps_bytes(layers, heads, n, per_weight) + layers * heads * side * side * 4
 
 
 def analyse(lm: LoadedModel, text: str, cells: int = 24) -> Analysis:

@@ -38,6 +38,7 @@ import torch
 
 from playground import answers
 from playground import generate as gen
+from playground import jobs
 from playground.answers import Origin
 from playground.engines import TokenLogprob
 from playground.errors import InputError, PlaygroundError, describe
@@ -124,6 +125,7 @@ class Update:
     text: str  # new text since the last update of this column ("" when it finished)
     so_far: str  # all the text of this column so far
     run: ModelRun | None = None  # set on the column's last update
+    waiting: int | None = None  # set while the column waits in the local work queue: requests ahead of it
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,14 @@ class SideBySide:
                     threading.Thread(target=self._pump, args=(i, s, q), daemon=True, name=f"compare-{i}").start()
                 remaining = n
                 while remaining:
-                    kind, i, payload = q.get()
+                    try:
+                        kind, i, payload = q.get(timeout=jobs.POLL)
+                    except queue.Empty:  # nothing new: say which columns wait in the work queue, and where
+                        for i, s in enumerate(self.streams):
+                            t = getattr(s, "ticket", None)
+                            if runs[i] is None and not texts[i] and t is not None and t.state == "waiting":
+                                yield Update(i, "", texts[i], waiting=t.ahead)
+                        continue
                     if kind == "chunk":
                         texts[i] += payload
                         yield Update(i, payload, texts[i])

@@ -72,6 +72,14 @@ class WouldReplaceError(InputError):
     """Saving or indexing would replace something a person made; nothing is replaced unless asked (replace=True)."""
 
 
+class BudgetError(PlaygroundError):
+    """What a view would keep does not fit in the server's memory budget, even after other sessions' caches are dropped."""
+
+
+class JobCancelled(PlaygroundError):
+    """A request waiting in the server's work queue was cancelled before it ran."""
+
+
 class StoreError(PlaygroundError):
     """The vector store (Qdrant) failed or cannot be reached."""
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from playground import jobs
 from playground.engines import TRANSFORMERS, TokenChoice, TokenLogprob
 from playground.errors import ContextLengthError, InputError, PlaygroundError
 from playground.loading import LoadedModel
@@ -233,6 +234,7 @@ class Stream:
             from playground.constrain import compile_for
 
             self.grammar = compile_for(constraint, lm.tokenizer, sorted(_eos_ids(lm)), settings.max_new_tokens)
+        self.ticket = jobs.ticket(lm, "a generation")  # its place in the local work queue (playground.jobs)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -275,6 +277,10 @@ class Stream:
         return kw
 
     def __iter__(self) -> Iterator[Chunk]:
+        with jobs.turn(self.lm, "a generation", self.cancel_event, ticket_=self.ticket):  # waits its turn
+            yield from self._generate()
+
+    def _generate(self) -> Iterator[Chunk]:
         streamer = _QueueStreamer(self.recorder)
         kwargs = self._kwargs(streamer)
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from playground import jobs
 from playground.errors import CapabilityError, InputError
 from playground.limits import Limit
 from playground.loading import LoadedModel
@@ -242,6 +243,17 @@ def _reduce(head, rows: torch.Tensor, tracked: torch.Tensor, cap: float | None, 
     return top_ids, top_p, probs, rank
 
 
+def kept_bytes(lm: LoadedModel, text: str) -> int:
+    """What `run(lm, text)` keeps, in bytes, before it runs: the normed states (rows, T, H) float32 and the
+    per-row tables (top ids, probabilities). Raises as `run` does for an empty or too long text."""
+    if not isinstance(lm, LoadedModel):
+        return 0  # run() says why this engine has no lens
+    ids = encode(lm, text)
+    cfg = getattr(lm.model.config, "text_config", None) or lm.model.config
+    rows, t = lm.num_layers + 1, len(ids)
+    return rows * t * int(cfg.hidden_size) * 4 + rows * t * (8 + 4 + 4)
+
+
 def logit_lens(lm: LoadedModel, input_ids: Sequence[int] | torch.Tensor, track: Sequence[int] = (),
                progress: Progress | None = None, block_bytes: int = BLOCK_BYTES) -> LogitLens:
     """Every layer's prediction at every position of `input_ids`, from one forward pass.
@@ -268,7 +280,7 @@ def logit_lens(lm: LoadedModel, input_ids: Sequence[int] | torch.Tensor, track: 
         kwargs = {}
     with _lock:
         RUNS += 1
-    with torch.no_grad():
+    with torch.no_grad(), jobs.turn(lm, "the logit lens"):  # the pass and the unembedding take one turn
         out = model(input_ids=x, attention_mask=torch.ones_like(x), output_hidden_states=True, **kwargs)
         hidden = out.hidden_states  # (layers + 1) x (1, T, H)
         own = out.logits[0, -1].float()  # (V,): the model's own logits for the last position

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from playground import attend, hub
+from playground import attend, hub, startup
 from playground.paths import cache_root
 from playground.errors import (
     CapabilityError,
@@ -541,9 +541,10 @@ def load_causal_lm(model_id: str, progress: Progress | None = None) -> LoadedMod
     report(0.9, f"loading {spec.label} weights")
     dtype = torch.bfloat16 if spec.precision == "bf16" else torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, attn_implementation=attend.register(), use_safetensors=True, trust_remote_code=False
-        )
+        with startup.guarded():  # a new architecture imports its modules here, once
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, attn_implementation=attend.register(), use_safetensors=True, trust_remote_code=False
+            )
     except PlaygroundError:
         raise
     except MemoryError as exc:
@@ -567,7 +568,8 @@ def load_encoder(model_id: str, progress: Progress | None = None) -> LoadedModel
     start = time.perf_counter()
     folder = prepare(spec.base_id, progress)
     try:
-        model = AutoModel.from_pretrained(folder, attn_implementation="eager", use_safetensors=True)
+        with startup.guarded():  # a new architecture imports its modules here, once
+            model = AutoModel.from_pretrained(folder, attn_implementation="eager", use_safetensors=True)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"{spec.id} could not be loaded as an encoder: {exc}") from exc
     model.eval()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from playground import jobs
 from playground.attend import weights_needed
 from playground.errors import ContextLengthError, InputError
 from playground.loading import LoadedModel
@@ -69,7 +70,7 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attentions: bool = False, 
     check_length(lm, ids.shape[1])
     _count()
     extra = _keeps_last_logits(lm) if last_only else {}
-    with torch.no_grad(), (weights_needed() if attentions else contextlib.nullcontext()):
+    with torch.no_grad(), (weights_needed() if attentions else contextlib.nullcontext()), jobs.turn(lm, "a forward pass"):
         out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=attentions, **extra)
     logits = getattr(out, "logits", None)
     att = None
@@ -305,7 +306,7 @@ def _run_for_attentions(lm: LoadedModel, ids: torch.Tensor) -> None:
     x = ids.reshape(1, -1)  # (1, T)
     kwargs = _keeps_last_logits(lm)  # Gemma's (T, 262,144) logits at 2,048 tokens would be 2 GiB
     _count()
-    with torch.no_grad(), weights_needed():  # exact eager weights for the hooks, in this thread only
+    with torch.no_grad(), weights_needed(), jobs.turn(lm, "attention maps"):  # exact eager weights, this thread only
         lm.model(input_ids=x, attention_mask=torch.ones_like(x), **kwargs)
 
 

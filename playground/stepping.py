@@ -31,8 +31,8 @@ from typing import Literal
 
 import torch
 
-from playground import passes
-from playground.errors import ContextLengthError, InputError
+from playground import jobs, passes
+from playground.errors import ContextLengthError, InputError, PlaygroundError
 from playground.generate import encode_prompt, format_prompt, templated
 from playground.passes import NextTokenDistribution
 from playground.loading import LoadedModel
@@ -112,11 +112,17 @@ class LogitsCache:
     forward pass through `passes.next_token_distribution`; a hit runs nothing.
     """
 
-    def __init__(self, max_entries: int = 32) -> None:
+    def __init__(self, max_entries: int = 32, admit: Callable[[int], None] | None = None) -> None:
         self.max_entries = max_entries
         self._d: OrderedDict[tuple[str, tuple[int, ...]], NextTokenDistribution] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.admit = admit  # called with the size the cache would grow to; raising keeps the new entry out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the logits held."""
+        return sum(d.logits.numel() * d.logits.element_size() for d in self._d.values())
 
     def __contains__(self, key: tuple[str, tuple[int, ...]]) -> bool:
         return key in self._d
@@ -135,6 +141,11 @@ class LogitsCache:
         self._d[key] = dist
         while len(self._d) > self.max_entries:
             self._d.popitem(last=False)
+        if self.admit is not None:
+            try:  # the server's memory budget (playground.budget) may say no: then it is not kept
+                self.admit(self.nbytes)
+            except PlaygroundError:
+                del self._d[key]
         return dist
 
 
@@ -418,6 +429,14 @@ def distinct_n(sequences: Sequence[Sequence[int]], n: int) -> float:
 def sweep(lm: LoadedModel, prefix_ids: Sequence[int], settings: SamplingSettings, temperatures: Sequence[float],
           sweep_settings: SweepSettings | None = None,
           progress: Callable[[float, str], None] | None = None) -> Sweep:
+    """N samples at each temperature from `prefix_ids`, all in one batch with a KV cache, as one turn of
+    the local work queue (playground.jobs)."""
+    with jobs.turn(lm, "a sampling sweep"):
+        return _sweep(lm, prefix_ids, settings, temperatures, sweep_settings, progress)
+
+
+def _sweep(lm: LoadedModel, prefix_ids: Sequence[int], settings: SamplingSettings, temperatures: Sequence[float],
+           sweep_settings: SweepSettings | None, progress: Callable[[float, str], None] | None) -> Sweep:
     """N samples at each temperature from `prefix_ids`, all in one batch with a KV cache.
 
     One prefill pass on the prefix, its cache repeated for every row, then one batched pass

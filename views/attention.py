@@ -1,6 +1,7 @@
 """Attention: which tokens each token looks at, layer by layer and head by head.
 
-One forward pass per (model, text), kept in session state; every picker re-renders from it.
+One forward pass per (model, text), kept in the server's memory budget under this session
+(components/held.py); every picker re-renders from it.
 Two models can sit side by side on the same text. The page only reads widgets, calls
 playground.attention, and draws with components.attention.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import attention as figs
-from components import models, pickers, state
+from components import held, models, pickers, state
 from components.pickers import NONE
 from components.format import human_bytes
 from playground import attention as attn
@@ -133,23 +134,28 @@ def _pick_from_overview(slot: str) -> None:
 
 
 def _analysis(slot: str, model_id: str, text: str) -> attn.Analysis | None:
-    """The cached analysis of (model, text), running the model once if it is new."""
+    """The kept analysis of (model, text), running the model once if it is new or was dropped from the
+    server's memory budget (components/held.py) to make room for another session."""
     lm = models.require(model_id, kind="any")
-    held = st.session_state.get(K.slot("result", slot))  # an attn.Analysis, or None
-    if held is not None and held.key == (lm.spec.id, text):
-        return held
-    st.session_state.pop(K.slot("result", slot), None)  # free the old maps before making new ones
+    kept = held.get(K.slot("result", slot))  # an attn.Analysis, or None
+    if kept is not None and kept.key == (lm.spec.id, text):
+        return kept
+    held.drop(K.slot("result", slot))  # free the old maps before making new ones
+    last_key = st.session_state.get(K.slot("result_key", slot))  # what the picks were made for
     try:
-        with st.spinner(f"Running {lm.spec.name} over the text and keeping every attention map…"):
+        need = attn.kept_bytes(lm, text, cells)
+        with held.reserve(K.slot("result", slot), need, "these attention maps", lm) as room, \
+                st.spinner(f"Running {lm.spec.name} over the text and keeping every attention map…"):
             analysis = attn.analyse(lm, text, cells)
+            room.fill(analysis, held.size_of(analysis))
     except PlaygroundError as exc:
         st.error(describe(exc))
         return None
     except Exception as exc:  # noqa: BLE001 - shown, never a traceback
         st.error(describe(exc))
         return None
-    st.session_state[K.slot("result", slot)] = analysis
-    if held is not None:  # a new model or text: re-open on the most telling head (the URL's picks count only at first)
+    st.session_state[K.slot("result_key", slot)] = analysis.key
+    if last_key is not None and last_key != analysis.key:  # a new model or text: re-open on the most telling head
         for name in ("layer", "head", "token"):
             st.session_state[K.slot(name, slot)] = AUTO
         st.session_state[K.slot("start", slot)] = 0
@@ -279,7 +285,7 @@ chosen = [("a", st.session_state[K.MODEL])]
 if st.session_state[K.MODEL2]:
     chosen.append(("b", st.session_state[K.MODEL2]))
 else:
-    st.session_state.pop(K.slot("result", "b"), None)
+    held.drop(K.slot("result", "b"))
 if not text.strip():
     st.info("Type a text above to see what each token attends to.")
 else:

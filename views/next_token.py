@@ -14,7 +14,7 @@ import streamlit as st
 
 from components import constrain as constrain_ui
 from components import distribution as figs
-from components import models, next_token_inside, pickers, special_tokens, state
+from components import held, models, next_token_inside, pickers, special_tokens, state
 from components.pickers import NONE
 from playground import links
 from playground.links import Link
@@ -93,9 +93,7 @@ if ss.get(K.SIDEBAR_SEEN) != side_model:  # follow the sidebar when it changes t
     if K.SIDEBAR_SEEN in ss and pickers.can_generate(side_model):
         ss[K.MODEL] = side_model
     ss[K.SIDEBAR_SEEN] = side_model
-if K.CACHE not in ss:
-    ss[K.CACHE] = stp.LogitsCache(max_entries=48)
-cache: stp.LogitsCache = ss[K.CACHE]
+cache: stp.LogitsCache = held.logits_cache(K.CACHE, lambda admit: stp.LogitsCache(max_entries=48, admit=admit))
 
 options = pickers.for_need("full_distribution")
 for key in (K.MODEL, K.MODEL2):

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from playground import jobs
 from playground.engines import LLAMA_CPP, TokenChoice, TokenLogprob
 from playground.errors import (
     CapabilityError,
@@ -320,11 +321,12 @@ class LlamaModel:
     def next_token_distribution(self, input_ids: Sequence[int] | torch.Tensor) -> NextTokenDistribution:
         """The logits (V,) float32 of the token after `input_ids` (one pass over what the KV cache lacks)."""
         ids = self._check_ids(input_ids)
-        slot = self._acquire(ids)
-        try:
-            logits = self._eval(slot, self._reuse(slot, ids))  # (V,)
-        finally:
-            self._release(slot)
+        with jobs.turn(self, "a next-token distribution"):
+            slot = self._acquire(ids)
+            try:
+                logits = self._eval(slot, self._reuse(slot, ids))  # (V,)
+            finally:
+                self._release(slot)
         return NextTokenDistribution(self.spec.id, tuple(ids), torch.from_numpy(logits))
 
     def position_logits(self, input_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -337,12 +339,13 @@ class LlamaModel:
                 f"The text is {len(ids):,} tokens; the logits of every position over {self.spec.name}'s "
                 f"{self.n_vocab:,}-token vocabulary would take {need / 2**30:,.1f} GiB. Up to {fit:,} tokens fit: shorten it."
             )
-        slot = self._acquire(ids)
-        try:
-            self._forget(slot)
-            logits = self._eval(slot, ids, all_logits=True)  # (T, V)
-        finally:
-            self._release(slot)
+        with jobs.turn(self, "the logits of every position"):
+            slot = self._acquire(ids)
+            try:
+                self._forget(slot)
+                logits = self._eval(slot, ids, all_logits=True)  # (T, V)
+            finally:
+                self._release(slot)
         return torch.from_numpy(logits)
 
     def facts(self):
@@ -535,6 +538,7 @@ class LlamaStream:
             from playground.constrain import compile_for
 
             self.grammar = compile_for(constraint, lm.tokenizer, sorted(lm.eos_ids), settings.max_new_tokens)
+        self.ticket = jobs.ticket(lm, "a generation")  # its place in the local work queue (playground.jobs)
 
     @property
     def prompt_tokens(self) -> int:
@@ -602,6 +606,10 @@ class LlamaStream:
             q.put(None)
 
     def __iter__(self) -> Iterator[Chunk]:
+        with jobs.turn(self.lm, "a generation", self.cancel_event, ticket_=self.ticket):  # waits its turn
+            yield from self._generate()
+
+    def _generate(self) -> Iterator[Chunk]:
         q: queue.Queue = queue.Queue()
         start = time.perf_counter()
         thread = threading.Thread(target=self._work, args=(q,), daemon=True, name=f"llama.cpp {self.lm.spec.id}")
