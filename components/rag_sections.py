@@ -18,6 +18,7 @@ What it leaves out: the routing, the shared sidebar and the error boundary (app.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -140,6 +141,7 @@ class K:
 SAMPLE, UPLOAD, PASTE = "Sample corpus", "Upload files", "Paste text"
 ALL_TOPICS, SOME_TOPICS = "All topics", "Choose topics"
 LOCAL, SERVER = "Local (embedded, on disk)", "Qdrant server / cluster"
+QDRANT_URL_ENV, QDRANT_KEY_ENV = "QDRANT_URL", "QDRANT_API_KEY"  # a Qdrant server for the whole app
 BUNDLED_SET, TYPED_SET, UPLOADED_SET = "Bundled set (sample corpus)", "Type questions", "Upload a file"
 DEFAULT_QUESTION = "What happens to assert statements when Python runs with optimization enabled?"
 DEFAULT_TOPICS = ["assert", "break", "class", "for", "global", "nonlocal", "pass", "raise", "return", "try", "while",
@@ -564,9 +566,17 @@ def store(cat: Catalogue) -> Store:
     c2.selectbox("Distance", list(store_core.DISTANCES), key=K.distance,
                  help="cosine: angle between vectors; dot: dot product (= cosine for normalised vectors); "
                       "euclid: straight-line distance (lower is closer).")
-    c3.radio("Store", [LOCAL, SERVER], key=K.store_mode, horizontal=True)
     url = key = ""
-    if ss[K.store_mode] == SERVER:
+    team_url = (os.environ.get(QDRANT_URL_ENV) or "").strip()
+    if team_url:  # set for the whole app (several app processes share one Qdrant): no local store offered
+        url, key = team_url, (os.environ.get(QDRANT_KEY_ENV) or "").strip()
+        c3.markdown(f"**Store:** the team's Qdrant server (`{QDRANT_URL_ENV}`)",
+                    help=f"Every session of this app keeps its collections on the Qdrant server that {QDRANT_URL_ENV} "
+                         f"names ({QDRANT_KEY_ENV} holds its key), so several app processes share them. "
+                         "Unset it to use the embedded store.")
+    else:
+        c3.radio("Store", [LOCAL, SERVER], key=K.store_mode, horizontal=True)
+    if not team_url and ss[K.store_mode] == SERVER:
         c1, c2 = st.columns([2, 1])
         c1.text_input("Qdrant URL", key=K.url, placeholder="http://localhost:6333", help=limit_help("url"))
         c2.text_input("API key", key=K.api_key, type="password",
@@ -582,9 +592,15 @@ def store(cat: Catalogue) -> Store:
     try:
         client, lock = cache.qdrant(url, key if url else "")
     except PlaygroundError as exc:
-        fail(exc)
+        if team_url:
+            st.error(f"{describe(exc)} This is the server {QDRANT_URL_ENV} names for this app: start it (or correct "
+                     f"{QDRANT_URL_ENV} and restart the app), or unset {QDRANT_URL_ENV} to use the embedded store. "
+                     "Your documents and settings above are kept.", icon=":material/error:")
+        else:
+            fail(exc)
         st.stop()
-    return Store(client, lock, url, redact(url, secrets=[key]) if url else "the local store")
+    return Store(client, lock, url, (redact(url, secrets=[key]) + (f" ({QDRANT_URL_ENV})" if team_url else ""))
+                 if url else "the local store")
 
 
 def run_index(db: Store, spec: IndexSpec, docs, chunk_list, title: str, replace_text: bool = False):

@@ -733,3 +733,20 @@ def test_uploaded_files_and_zips_become_documents_and_bad_ones_are_named():
     assert skipped[0].startswith("notes/bad.txt ")
     assert "broken.zip is not a readable .zip file" in skipped[1]
     assert skipped[2].startswith("empty.md") and "empty" in skipped[2]
+
+
+def test_a_qdrant_server_set_for_the_whole_app_is_used_and_a_dead_one_is_said(monkeypatch):
+    """QDRANT_URL set for the app: the page offers no local store and connects there; a server that
+    does not answer is named with what to do, and the documents and chunks above stay."""
+    from tests.conftest import app_test, free_port, texts
+
+    monkeypatch.setenv("QDRANT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("QDRANT_API_KEY", "secret-key-123")
+    at = app_test(PAGE, query={"topics_mode": "Choose topics", "topics": "pass,break"}, timeout=600)
+    assert not at.exception
+    assert not [r for r in at.radio if r.key == "rag_store_mode"]  # no choice of store: the app's is used
+    assert "the team's Qdrant server (`QDRANT_URL`)" in texts(at)
+    err = " ".join(e.value for e in at.error)
+    assert "does not answer" in err and "unset QDRANT_URL to use the embedded store" in err
+    assert "secret-key-123" not in err and "secret-key-123" not in texts(at)
+    assert [m.value for m in at.metric][:1] == ["2"]  # the documents are still there
