@@ -833,7 +833,10 @@ def answer(cat: Catalogue, found: Retrieved) -> Answering:
     st.text_area("Prompt template (LangChain; {context} and {question} are filled in)", key=K.template, height=130,
                  help=limit_help("template"))
     template = checked("template", "The prompt template")
-    plain = special_tokens.check({"the question": ss[K.question], "the prompt template": ss[K.template]},
+    typed = {"the question": ss[K.question], "the prompt template": ss[K.template]}
+    if found.retrieval is not None:  # a document's text goes into the prompt too
+        typed["the retrieved passages"] = "\n".join(h.text for h in found.retrieval.hits)
+    plain = special_tokens.check(typed,
                                  {lm.spec.label: lm.tokenizer} if getattr(lm, "tokenizer", None) is not None else {},
                                  K.plain)
     r = found.retrieval
