@@ -636,6 +636,8 @@ def test_page_in_chromium(app_url, page):
     page.goto(f"{app_url}/rag?topics_mode=Choose+topics&topics=assert,pass,global,yield&max_new=32")
     page.get_by_role("heading", name="RAG builder", exact=True).wait_for()
     page.get_by_text("of these").first.wait_for()
+    # widgets are drawn a moment after the text around them (placeholders first): wait for the button itself
+    page.get_by_role("button", name=__import__("re").compile("Index these chunks|Index again")).first.wait_for()
     index_button = page.get_by_role("button", name="Index these chunks")
     if index_button.count():
         index_button.click()
