@@ -239,7 +239,10 @@ def bench_attention(args) -> dict:
     text = " ".join(words)
     ids = lm.tokenizer(text)["input_ids"][: args.attention_tokens]
     texts = [lm.tokenizer.decode(ids[i:] + ids[:i]) for i in range(args.sessions)]  # a different text each
-    need = lm.num_layers * lm.num_heads * len(ids) ** 2 * 2
+    from playground import attention as attn
+
+    need = attn.kept_bytes(lm, texts[0])  # at the precision the page keeps them in
+    precision = "float32" if need >= lm.num_layers * lm.num_heads * len(ids) ** 2 * 4 else "float16"
     server = Server({budget.ENV: args.budget})
     pw, browser = _browser()
     samples: list[int] = []
@@ -286,8 +289,12 @@ def bench_attention(args) -> dict:
         seconds = time.perf_counter() - start
         for page, _ in pages:
             page.context.close()
-        time.sleep(8)
-        after_close = server.rss()
+        closed = time.perf_counter()
+        after: list[tuple[float, int]] = []
+        while time.perf_counter() - closed < args.after:  # the release sweep runs every 5 s
+            time.sleep(1.0)
+            after.append((time.perf_counter() - closed, server.rss()))
+        after_close = after[-1][1]
     finally:
         stop.set()
         browser.close()
@@ -296,11 +303,12 @@ def bench_attention(args) -> dict:
     peak = max(samples) if samples else 0
     total = budget.parse_size(args.budget)
     print(f"\n{args.sessions} sessions on Attention at once, {len(ids):,} tokens each (maps {budget.size(need)} each "
-          f"in float16), budget {budget.size(total)}, load {os.getloadavg()[0]:.1f}")
+          f"in {precision}), budget {budget.size(total)}, load {os.getloadavg()[0]:.1f}")
     print(f"maps shown: {outcome['maps']}, refused with the numbers: {outcome['refused']}, "
           f"unfinished: {len(pending)}, in {seconds:.0f} s")
     print(f"RSS before: {budget.size(base)}, peak: {budget.size(peak)}, peak - before: {budget.size(peak - base)} "
-          f"({(peak - base) / total:.2f} x the budget); 8 s after the tabs closed: {budget.size(after_close)}")
+          f"({(peak - base) / total:.2f} x the budget)")
+    print("after the tabs closed: " + ", ".join(f"{t:.0f} s {budget.size(r)}" for t, r in after[::3]))
     return {"base": base, "peak": peak, "after": after_close, "need": need, **outcome}
 
 
@@ -316,6 +324,7 @@ def main() -> None:
     ap.add_argument("--columns", type=int, default=2, help="columns of the Compare page (its default: two models)")
     ap.add_argument("--budget", default="2GiB")
     ap.add_argument("--attention-tokens", type=int, default=1200)
+    ap.add_argument("--after", type=float, default=20.0, help="seconds of RSS samples after the tabs closed")
     args = ap.parse_args()
     if args.short:
         args.rounds, args.sessions, args.attention_tokens = min(args.rounds, 2), min(args.sessions, 4), 900

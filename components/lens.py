@@ -188,8 +188,9 @@ def position(lm, lens: core.LogitLens) -> None:
     first, stop = int(ss[K.START]), min(int(ss[K.START]) + WINDOW, lens.num_tokens)
     labels = lens.labels
     c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
-    c1.selectbox("Position", list(range(first, stop)), key=K.POSITION,
-                 format_func=lambda i: f"·{i}  {visible(labels[i])}  → {visible(lens.top_texts[-1][i])}",
+    shown = list(range(first, stop))
+    c1.selectbox("Position", shown, key=K.POSITION,
+                 format_func=state.labels(shown, lambda i: f"·{i}  {visible(labels[i])}  → {visible(lens.top_texts[-1][i])}"),
                  help="The prediction after this token (the positions the grid shows).")
     pos = int(ss[K.POSITION])
     cands = core.candidates(lens, pos, lm)
@@ -197,7 +198,8 @@ def position(lm, lens: core.LogitLens) -> None:
         ss[K.TOKEN] = cands[1] if len(cands) > 1 else cands[0]
     final_id = int(lens.top_ids[-1, pos])
     c2.selectbox("Token to follow", cands, key=K.TOKEN,
-                 format_func=lambda i: visible(lm.tokenizer.decode([i])) + ("  (the final prediction)" if i == final_id else ""),
+                 format_func=state.labels(cands, lambda i: visible(lm.tokenizer.decode([i]))
+                                          + ("  (the final prediction)" if i == final_id else "")),
                  help="The output layer's top tokens here, then each layer's own top token.")
     c3.text_input("Or type a token", key=K.TYPED, max_chars=100, help="Its first token is followed, e.g. ' London'.")
     c4.radio("Probability axis", SCALES, key=K.SCALE, horizontal=True,

@@ -120,8 +120,8 @@ def lens(lm, ids) -> None:
         ss[K.LENS_POSITION] = positions[-1]
     c1, c2 = st.columns(2)
     c1.selectbox("Position", positions, key=K.LENS_POSITION,
-                 format_func=lambda i: f"·{i}  {visible(result.labels[i])}  → {visible(result.top_texts[-1][i])}"
-                                       + ("  (the next token)" if i == t - 1 else ""),
+                 format_func=state.labels(positions, lambda i: f"·{i}  {visible(result.labels[i])}  → "
+                                          f"{visible(result.top_texts[-1][i])}" + ("  (the next token)" if i == t - 1 else "")),
                  help="The prediction after this token; the last one is the next token of the bars above.")
     pos = int(ss[K.LENS_POSITION])
     cands = lens_core.candidates(result, pos, lm)
@@ -129,7 +129,8 @@ def lens(lm, ids) -> None:
         ss[K.LENS_TOKEN] = cands[1] if len(cands) > 1 else cands[0]
     final_id = int(result.top_ids[-1, pos])
     c2.selectbox("Token to follow", cands, key=K.LENS_TOKEN,
-                 format_func=lambda i: visible(lm.tokenizer.decode([i])) + ("  (the final prediction)" if i == final_id else ""),
+                 format_func=state.labels(cands, lambda i: visible(lm.tokenizer.decode([i]))
+                                          + ("  (the final prediction)" if i == final_id else "")),
                  help="The output layer's top tokens here, then each layer's own top token.")
     st.plotly_chart(grid_figure(result, first, stop, pos), key="next_token_lens_grid", config={"displayModeBar": False})
     final = lens_core.follow(lm, result, pos, final_id)
@@ -201,10 +202,10 @@ def attribution(lm, ids, view) -> None:
     label = lambda i: f"#{rows[i].rank}  {visible(rows[i].text)}  ({pct(rows[i].p_model)})"  # noqa: E731
     c1, c2, c3 = st.columns([3, 3, 3])
     c1.radio("Method", attr.METHODS, key=K.ATTR_METHOD, format_func=lambda m: attr.METHOD_NAMES[m])
-    c2.selectbox("Next token to explain", ids_shown, key=K.ATTR_TARGET, format_func=label,
+    c2.selectbox("Next token to explain", ids_shown, key=K.ATTR_TARGET, format_func=state.labels(ids_shown, label),
                  help="Any of the bars above; the top token to begin with.")
     c3.selectbox("Rather than", [NO_CONTRAST, *ids_shown], key=K.ATTR_CONTRAST,
-                 format_func=lambda i: "— (no contrast)" if i == NO_CONTRAST else label(i),
+                 format_func=state.labels([NO_CONTRAST, *ids_shown], lambda i: "— (no contrast)" if i == NO_CONTRAST else label(i)),
                  help="Pick a second token of the bars: the scores then explain log p(first) − log p(second).")
     method, target = ss[K.ATTR_METHOD], int(ss[K.ATTR_TARGET])
     contrast = None if int(ss[K.ATTR_CONTRAST]) == NO_CONTRAST else int(ss[K.ATTR_CONTRAST])

@@ -96,6 +96,8 @@ def release_gone() -> list[str]:
             _states.pop(sid, None)
             if sid not in gone:
                 gone.append(sid)
+    if gone:
+        budget.give_back()
     return gone
 
 

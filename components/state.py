@@ -9,6 +9,7 @@ the current values back to the URL, leaving out a text too long for a link.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -165,3 +166,29 @@ def restore(page: str) -> None:
             ss[k] = v
         elif arrived:
             ss[k] = ss[k]
+
+
+def labels(options, label) -> Callable[[Any], str]:
+    """A widget's `format_func` that holds only the labels of `options`, made now by `label(option)`.
+
+    Streamlit keeps every widget's format_func in the session's state for as long as it keeps the
+    session, which is minutes after its tab closed (so that a reconnecting tab finds its widgets).
+    A lambda over an analysis (attention maps, a logit lens) would keep the analysis' tensors alive
+    with it, out of the memory budget's reach: the budget drops the entry, and the memory stays.
+
+    >>> f = labels([1, 2], lambda i: f"head {i}")
+    >>> f(2), f(3)
+    ('head 2', '3')
+    """
+    table = {o: str(label(o)) for o in options}
+    return lambda o: table.get(o, str(o))
+
+
+def record_action(key: str, how: str, pick_key: str | None = None) -> None:
+    """A button's callback: st.session_state[key] = (how, the value of `pick_key` now, or None), for the
+    script to apply on the run the click starts.
+
+    Callbacks live here, in a module, rather than in a page script: a function defined in a page keeps
+    that run's whole namespace alive through its globals, and Streamlit keeps the callback with the
+    widget (see `labels`)."""
+    st.session_state[key] = (how, st.session_state.get(pick_key) if pick_key else None)

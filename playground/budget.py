@@ -347,6 +347,34 @@ def server_budget() -> Budget:
     return _budget
 
 
+def give_back() -> bool:
+    """Hand the memory freed since the last call back to the system, where the C library keeps it.
+
+    A released session's maps are large tensors that go back at once, but a pass over a long text
+    also leaves hundreds of MiB of freed working memory in the C library's heaps (each thread has its
+    own), which glibc keeps for reuse and which the process' RSS goes on counting. `malloc_trim(0)`
+    returns the free pages of every heap. False where there is no glibc (macOS, musl): nothing to do.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()  # a released value in a reference cycle is freed only by the collector
+    global _trim
+    if _trim is None:
+        try:
+            _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if not _trim:
+        return False
+    _trim(0)
+    return True
+
+
+_trim = None
+
+
 def entries_bytes(values: Iterable[Any]) -> int:
     """Bytes of the tensors in `values` (and in their fields, one level down): a kept result's size."""
     import dataclasses

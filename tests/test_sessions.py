@@ -14,6 +14,8 @@ import subprocess
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,6 +94,40 @@ def test_budget_releases_sessions_that_are_gone():
     assert b.snapshot().by("owner") == {"alive": 100}
 
 
+GIVE_BACK = r"""
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import psutil, torch
+from playground import budget
+p = psutil.Process()
+big = torch.ones(16 << 20, dtype=torch.uint8); del big  # a freed 16 MiB block raises glibc's mmap threshold
+keep = []
+def work():
+    ts = [torch.ones(1 << 18) for _ in range(300)]  # 300 x 1 MiB, now from this thread's heap
+    keep.extend(torch.ones(4) for _ in range(300))  # small blocks above them: the heap cannot shrink from its top
+    ts.clear()
+t = threading.Thread(target=work); t.start(); t.join()
+before = p.memory_info().rss
+if sys.argv[2] == "give_back":
+    assert budget.give_back()
+print((before - p.memory_info().rss) >> 20)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_give_back_returns_freed_heap_memory_to_the_system():
+    """What a pass leaves freed in a thread's heap stays in the process' RSS until it is given back
+    (a fresh process: its heap holds nothing else)."""
+    def freed(how: str) -> int:
+        out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", GIVE_BACK, str(ROOT), how],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split()[-1])
+
+    assert freed("wait") < 50  # freed, but kept by the C library
+    assert freed("give_back") >= 250  # of the 300 MiB freed
+
+
 def test_budget_size_from_the_environment():
     assert B.parse_size("1.5GiB") == 3 * GiB // 2 and B.parse_size("800MB") == 800_000_000
     assert B.parse_size("25%") == pytest.approx(B.machine_bytes() / 4, rel=1e-6)
@@ -127,11 +163,11 @@ def bound_one():
     jobs.QUEUE.bound = before
 
 
-def _wait_until(pred, timeout=60.0):
+def _wait_until(pred, timeout=60.0, every=0.01, why=lambda: "timed out"):
     deadline = time.monotonic() + timeout
     while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+        assert time.monotonic() < deadline, why()
+        time.sleep(every)
 
 
 def test_queue_runs_in_arrival_order_within_the_bound_and_reports_places(smollm2, bound_one):
@@ -285,6 +321,54 @@ def test_two_sessions_share_one_budget_on_the_attention_page(smollm2):
         budget.clear()
 
 
+def _tensors_in(value, depth: int = 0) -> list:
+    """Every tensor a kept value holds (through dataclasses, dicts, lists and objects' fields)."""
+    if torch.is_tensor(value):
+        return [value]
+    if depth > 4 or isinstance(value, (str, bytes, int, float, type(None))):
+        return []
+    if isinstance(value, dict):
+        items = list(value.values())
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    elif hasattr(value, "__dict__") or hasattr(value, "__slots__"):
+        items = list(getattr(value, "__dict__", {}).values())
+        items += [getattr(value, n) for n in getattr(value, "__slots__", ()) if hasattr(value, n)]
+    else:
+        return []
+    return [t for v in items for t in _tensors_in(v, depth + 1)]
+
+
+@pytest.mark.parametrize("page, param", [("views/attention.py", "attention_text"), ("views/lens.py", "lens_text"),
+                                         ("views/next_token.py", None)])
+def test_what_the_budget_lets_go_is_freed_while_streamlit_still_keeps_the_session(smollm2, page, param):
+    """Streamlit keeps a closed tab's session, its widgets and their callbacks, for minutes. Nothing of
+    it may hold what the budget kept, or releasing the entry would free no memory."""
+    import gc
+    import weakref
+
+    budget = B.server_budget()
+    budget.clear()
+    at = app_test(page)
+    if param:
+        at.text_area(key=param).set_value("The heron waited by the cold river until the fish came back.").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    entries = budget.snapshot().entries
+    assert entries, "the page kept nothing in the budget"
+    refs = []
+    for e in entries:
+        value = budget.get(e.owner, e.key)
+        refs += [weakref.ref(t) for t in _tensors_in(value)]
+        del value
+    assert refs, "the kept values hold no tensors"
+    for owner in budget.owners():
+        budget.release(owner)  # as the sweep does when the tab is gone
+    gc.collect()
+    alive = [r() for r in refs if r() is not None]
+    assert not alive, [tuple(t.shape) for t in alive]  # `at`, the session, is still alive here
+    del at
+
+
 def test_status_page_shows_sessions_queue_and_budget():
     at = app_test("views/status.py")
     assert not at.exception, at.exception
@@ -306,6 +390,22 @@ def test_status_page_shows_sessions_queue_and_budget():
 
 # --- a fresh server, several browsers ----------------------------------------------------
 
+SERVER_BUDGET = 320 << 20  # the fresh server's memory budget: one long text's maps (below) fit, two do not
+MARGIN = 384 << 20  # what the server may hold above its budget while it runs (the README's margin, for these texts)
+
+
+@dataclass
+class Fresh:
+    url: str
+    log: Path
+    pid: int
+
+    def rss(self) -> int:
+        import psutil
+
+        return psutil.Process(self.pid).memory_info().rss
+
+
 @pytest.fixture(scope="module")
 def fresh_server():
     """A server of this module's own, started fresh (nothing imported yet), one model call at a time."""
@@ -313,7 +413,7 @@ def fresh_server():
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "streamlit-sessions.log"
     log = open(log_path, "w")
-    env = {**os.environ, jobs.ENV: "1"}
+    env = {**os.environ, jobs.ENV: "1", B.ENV: f"{SERVER_BUDGET >> 20}MiB"}
     proc = subprocess.Popen(
         [str(ROOT / ".venv/bin/streamlit"), "run", str(ROOT / "app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
@@ -327,7 +427,7 @@ def fresh_server():
                 break
         except OSError:
             time.sleep(0.3)
-    yield url, log_path
+    yield Fresh(url, log_path, proc.pid)
     os.killpg(proc.pid, 15)
     try:
         proc.wait(timeout=10)
@@ -342,7 +442,7 @@ PAGES = {"": "LLM Playground", "tokens": "Tokenization", "next_token": "Next tok
 
 @pytest.mark.browser
 def test_sessions_opening_pages_at_once_on_a_fresh_server(fresh_server, browser):
-    url, log_path = fresh_server
+    url, log_path = fresh_server.url, fresh_server.log
     contexts = [browser.new_context(viewport={"width": 1300, "height": 900}) for _ in PAGES]
     pages = [c.new_page() for c in contexts]
     for page, path in zip(pages, PAGES):  # all at once: none waits for another to load
@@ -373,7 +473,7 @@ def test_sessions_opening_pages_at_once_on_a_fresh_server(fresh_server, browser)
 
 @pytest.mark.browser
 def test_a_waiting_session_sees_its_place_and_can_cancel(fresh_server, browser):
-    url, _ = fresh_server
+    url = fresh_server.url
     busy, waiter = (browser.new_context(viewport={"width": 1300, "height": 900}) for _ in range(2))
     try:
         p1 = busy.new_page()  # a long sweep on Next token holds the queue's one turn
@@ -399,7 +499,7 @@ def test_a_waiting_session_sees_its_place_and_can_cancel(fresh_server, browser):
 
 @pytest.mark.browser
 def test_a_closed_tab_releases_what_it_kept(fresh_server, browser):
-    url, _ = fresh_server
+    url = fresh_server.url
     tab, watcher = (browser.new_context(viewport={"width": 1300, "height": 900}) for _ in range(2))
     try:
         a = tab.new_page()
@@ -415,3 +515,97 @@ def test_a_closed_tab_releases_what_it_kept(fresh_server, browser):
         assert re.search(r"Sessions alive\s+1\b", status.inner_text("body"))
     finally:
         watcher.close()
+
+
+def _long_text(smollm2, i: int, n: int = 480) -> str:
+    """A text of `n` SmolLM2 tokens, a different one for each `i`."""
+    words = ("the cat sat on the mat and looked at the sea while the wind blew over the hills " * 60).split()
+    ids = smollm2.tokenizer(" ".join(words))["input_ids"]
+    ids = ids[i * 7:] + ids[: i * 7]
+    return smollm2.tokenizer.decode(ids[:n])
+
+
+LONG_MAPS = re.compile(r"([\d,]+) tokens · \d+ layers")
+
+
+def _shows_long_maps(page) -> bool:
+    return any(int(n.replace(",", "")) > 300 for n in LONG_MAPS.findall(page.inner_text("body")))
+
+
+def _rerun(page) -> None:
+    """Run the page again on the same text (its colour scale flips): the maps come from what it kept."""
+    radio = page.locator(".st-key-attention_scale")
+    current = "linear" if radio.get_by_role("radio", name="linear").is_checked() else "square root"
+    radio.get_by_text("square root" if current == "linear" else "linear", exact=True).click()
+
+
+@pytest.mark.browser
+def test_the_server_stays_within_its_budget_and_a_dropped_session_recomputes(fresh_server, browser, smollm2):
+    from playground import attention as attn
+
+    texts_ = [_long_text(smollm2, i) for i in range(4)]
+    need = attn.kept_bytes(smollm2, texts_[0])
+    assert SERVER_BUDGET / 2 < need <= SERVER_BUDGET  # one session's maps fit the budget, two do not
+    contexts = [browser.new_context(viewport={"width": 1300, "height": 900}) for _ in texts_]
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(fresh_server.rss())
+            time.sleep(0.05)
+
+    try:
+        pages = []
+        for c in contexts:
+            page = c.new_page()
+            page.goto(f"{fresh_server.url}/attention", timeout=120_000)
+            page.get_by_text(LONG_MAPS).first.wait_for(timeout=240_000)  # the default text's maps
+            page.locator(".st-key-attention_scale").get_by_text("linear", exact=True).wait_for(timeout=60_000)
+            pages.append(page)
+        base = fresh_server.rss()  # the models loaded, four sessions with small maps
+        threading.Thread(target=sample, daemon=True).start()
+        for page, text in zip(pages, texts_):  # all four ask at once: 4 x need against the budget
+            box = page.locator(".st-key-attention_text textarea")
+            box.fill(text)
+            box.press("Control+Enter")
+        refused, shown = [], []
+
+        def settled() -> bool:
+            for i, page in enumerate(pages):
+                if i in refused or i in shown:
+                    continue
+                if _shows_long_maps(page):
+                    shown.append(i)
+                elif "is free for them now" in page.inner_text("body"):
+                    refused.append(i)
+            return len(refused) + len(shown) == len(pages)
+
+        _wait_until(settled, timeout=240, every=0.3)
+        assert refused and shown, (refused, shown)  # the budget held one request and refused the ones beside it
+        body = pages[refused[0]].inner_text("body")
+        assert re.search(r"These attention maps need [\d.,]+ MiB; [\d.,]+ [KM]iB is free for them now", body), body[:1500]
+        for i in refused:  # each asks again, one after another: the last holder's maps are dropped for it
+            _rerun(pages[i])
+            _wait_until(lambda: _shows_long_maps(pages[i]) and "is free for them now" not in pages[i].inner_text("body"),
+                        timeout=240, every=0.3)
+        first = pages[shown[0]]  # its maps went to make room: it comes back and computes them again
+        _rerun(first)
+        first.get_by_text("the server dropped what this one kept", exact=False).first.wait_for(timeout=120_000)
+        _wait_until(lambda: _shows_long_maps(first), timeout=240, every=0.3)
+        peak = max(samples)
+        print(f"server RSS: {B.size(base)} before the long texts, peak {B.size(peak)} "
+              f"(+{B.size(peak - base)}; budget {B.size(SERVER_BUDGET)}, margin {B.size(MARGIN)})")
+        assert peak - base <= SERVER_BUDGET + MARGIN, (B.size(base), B.size(peak))
+        for c in contexts:
+            c.close()
+        contexts = []
+        # what the closed tabs kept goes back to the system, not only out of the budget
+        closed = time.monotonic()
+        _wait_until(lambda: fresh_server.rss() - base <= 96 << 20, timeout=30, every=0.5,
+                    why=lambda: f"RSS {B.size(fresh_server.rss())} 30 s after the tabs closed, {B.size(base)} before")
+        print(f"server RSS {B.size(fresh_server.rss())} {time.monotonic() - closed:.1f} s after the tabs closed")
+    finally:
+        stop.set()
+        for c in contexts:
+            c.close()

@@ -224,15 +224,18 @@ def _show(slot: str, model_id: str, text: str, narrow: bool) -> None:
     labels = m.labels or m.tokens
     p1, p2 = st.columns(2)
     p1.slider("Layer", 0, m.num_layers - 1, key=kl)
-    p2.selectbox("Head", [MEAN, *range(m.num_heads)], key=kh,
-                 format_func=lambda h: "mean over heads" if h == MEAN else
-                 (f"head {h} (kv {m.kv_head_of(h)})" if (m.kv_heads or m.num_heads) < m.num_heads else f"head {h}"))
+    heads = [MEAN, *range(m.num_heads)]
+    grouped = (m.kv_heads or m.num_heads) < m.num_heads
+    p2.selectbox("Head", heads, key=kh,
+                 format_func=state.labels(heads, lambda h: "mean over heads" if h == MEAN else
+                                          (f"head {h} (kv {m.kv_head_of(h)})" if grouped else f"head {h}")))
     size = min(ss[K.SIZE], m.num_tokens)
     if m.num_tokens > size:
         st.slider("Window start (token)", 0, m.num_tokens - size, key=ks,
                   help=f"The large views show tokens start to start + {size}; the overview always shows all {m.num_tokens:,}.")
     start, stop = attn.clamp_window(m.num_tokens, int(ss[ks]), size)
-    st.selectbox("Token", list(range(start, stop)), key=kt, format_func=lambda i: f"·{i}  {labels[i]!r}",
+    shown = list(range(start, stop))
+    st.selectbox("Token", shown, key=kt, format_func=state.labels(shown, lambda i: f"·{i}  {labels[i]!r}"),
                  help="The token whose attention the One token tab shows (inside the window).")
     layer, head = int(ss[kl]), (None if ss[kh] == MEAN else int(ss[kh]))
     scale = ss[K.SCALE]

@@ -105,19 +105,6 @@ for key in (K.MODEL, K.MODEL2):
             ss[key] = first_model if key == K.MODEL else NONE
 
 
-def _act(how: str) -> None:
-    """A step button: remember what to do; the script applies it with the distribution at hand."""
-    ss[K.ACTION] = (how, ss.get(K.PICK) if how == "picked" else None)
-
-
-def _undo() -> None:
-    ss[K.ACTION] = ("undo", None)
-
-
-def _reset() -> None:
-    ss[K.ACTION] = ("reset", None)
-
-
 # --- the page ---------------------------------------------------------------------------------
 
 st.title("Next token")
@@ -255,21 +242,21 @@ if walk.steps:
 ended = bool(walk.steps) and walk.steps[-1].token_id in eos
 full = len(walk.ids) >= lm.context_length
 b1, b2, b3, b4, b5, b6 = st.columns([2, 2, 4, 2, 1.5, 1.5], vertical_alignment="bottom")
-b1.button("Sample next", key=K.STEP_SAMPLE, on_click=_act, args=("sampled",), disabled=ended or full,
+b1.button("Sample next", key=K.STEP_SAMPLE, on_click=state.record_action, args=(K.ACTION, "sampled"), disabled=ended or full,
           help="Draw one token under the settings above (seeded: the same seed and step draw the same token).",
           type="primary")
-b2.button("Greedy", key=K.STEP_GREEDY, on_click=_act, args=("greedy",), disabled=ended or full,
+b2.button("Greedy", key=K.STEP_GREEDY, on_click=state.record_action, args=(K.ACTION, "greedy"), disabled=ended or full,
           help="Take the most likely token.")
 pick_ids = [r.id for r in view.rows]
 if ss.get(K.PICK) not in pick_ids:
     ss[K.PICK] = pick_ids[1] if len(pick_ids) > 1 else pick_ids[0]
 rows_by_id = {r.id: r for r in view.rows}
 b3.selectbox("Or pick any of the top tokens", pick_ids, key=K.PICK,
-             format_func=lambda i: f"#{rows_by_id[i].rank}  {figs.visible(rows_by_id[i].text)}  "
-                                   f"({figs.pct(rows_by_id[i].p_model)})")
-b4.button("Take this token", key=K.STEP_PICK, on_click=_act, args=("picked",), disabled=ended or full)
-b5.button("Undo", key=K.UNDO, on_click=_undo, disabled=not walk.steps)
-b6.button("Reset", key=K.RESET, on_click=_reset, disabled=not walk.steps)
+             format_func=state.labels(pick_ids, lambda i: f"#{rows_by_id[i].rank}  {figs.visible(rows_by_id[i].text)}  "
+                                                    f"({figs.pct(rows_by_id[i].p_model)})"))
+b4.button("Take this token", key=K.STEP_PICK, on_click=state.record_action, args=(K.ACTION, "picked", K.PICK), disabled=ended or full)
+b5.button("Undo", key=K.UNDO, on_click=state.record_action, args=(K.ACTION, "undo"), disabled=not walk.steps)
+b6.button("Reset", key=K.RESET, on_click=state.record_action, args=(K.ACTION, "reset"), disabled=not walk.steps)
 if ended:
     st.caption(f"The model ended its text ({figs.visible(walk.steps[-1].text)}). Undo to go on from an earlier token.")
 if walk.steps:
