@@ -445,3 +445,56 @@ def test_the_backend_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/x")
     db = Database.from_env()
     assert db.kind == "postgresql" and db.where == "postgresql://***@127.0.0.1:1/x"
+
+
+@pytest.mark.browser
+def test_two_app_processes_on_one_database_in_chromium(pg_url, browser, tmp_path):
+    """Two `streamlit run` servers, each with a data folder of its own, share only DATABASE_URL: an
+    experiment run and saved in one opens in the other by its link, and votes cast in both at the
+    same moment are all counted."""
+    from urllib.parse import parse_qs, urlparse
+
+    from tests.conftest import App, screenshot, wait_idle
+
+    apps = [App(f"streamlit-postgres-{n}.log", {"DATABASE_URL": pg_url, "PLAYGROUND_DATA": str(tmp_path / f"data{n}")})
+            for n in (1, 2)]
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in apps]
+    try:
+        one, two = (c.new_page() for c in contexts)
+        one.goto(f"{apps[0].url}/prompt_ab", timeout=120_000)
+        one.get_by_text("Press Run to fill the grid").wait_for(timeout=240_000)
+        wait_idle(one)
+        slider = one.locator('[data-testid="stSlider"]').filter(has_text="Max new tokens").locator('input[type="range"]')
+        slider.focus()
+        slider.press("Home")  # 1 new token: the run is about the database, not the text
+        one.wait_for_function("() => [...document.querySelectorAll('input[type=range]')].some(e => e.value === '1')")
+        wait_idle(one)
+        one.get_by_role("button", name="Run", exact=True).click()
+        one.get_by_text("6 outputs saved").wait_for(timeout=420_000)
+        wait_idle(one)
+        exp_id = parse_qs(urlparse(one.url).query)["exp"][0]
+        saved = ExperimentStore(url=pg_url).load(exp_id)
+        assert len(saved.cells) == 6
+
+        two.goto(f"{apps[1].url}/prompt_ab?exp={exp_id}", timeout=120_000)  # the other process, by the link
+        two.get_by_text("6 outputs saved").wait_for(timeout=240_000)
+        wait_idle(two)
+        for p in (one, two):
+            p.get_by_role("tab", name="Vote").click()
+        a_better, b_better = one.get_by_role("button", name="A is better"), two.get_by_role("button", name="B is better")
+        a_better.wait_for(timeout=60_000)
+        b_better.wait_for(timeout=60_000)
+        a_better.click()  # both at once, one in each process
+        b_better.click()
+        for p in (one, two):
+            p.get_by_text("Voted on 1 of 3 rows").wait_for(timeout=60_000)
+        votes = list(ExperimentStore(url=pg_url).load(exp_id).votes.values())
+        assert len(votes) == 2 and len({v.voter for v in votes}) == 2 and {v.row for v in votes} == {votes[0].row}
+        assert sorted(v.choice for v in votes) == ["A", "B"]
+        assert not list((tmp_path / "data1").glob("**/experiments.sqlite3"))  # nothing in the processes' folders
+        screenshot(two, "postgres-second-process")
+    finally:
+        for c in contexts:
+            c.close()
+        for app in apps:
+            app.stop()

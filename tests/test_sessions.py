@@ -8,7 +8,6 @@ session waiting behind another in the queue, seeing its place and cancelling.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from playground import budget as B
 from playground import jobs
 from playground.errors import BudgetError, InputError, JobCancelled
 from playground.generate import GenerationSettings, generate, stream
-from tests.conftest import ARTIFACTS, ROOT, SCREENSHOTS, app_test, free_port, texts
+from tests.conftest import ROOT, SCREENSHOTS, App, app_test, texts
 
 GiB = 1 << 30
 
@@ -409,31 +408,9 @@ class Fresh:
 @pytest.fixture(scope="module")
 def fresh_server():
     """A server of this module's own, started fresh (nothing imported yet), one model call at a time."""
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "streamlit-sessions.log"
-    log = open(log_path, "w")
-    env = {**os.environ, jobs.ENV: "1", B.ENV: f"{SERVER_BUDGET >> 20}MiB"}
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/streamlit"), "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    yield Fresh(url, log_path, proc.pid)
-    os.killpg(proc.pid, 15)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-    log.close()
+    app = App("streamlit-sessions.log", {jobs.ENV: "1", B.ENV: f"{SERVER_BUDGET >> 20}MiB"})
+    yield Fresh(app.url, app.log_path, app.proc.pid)
+    app.stop()
 
 
 PAGES = {"": "LLM Playground", "tokens": "Tokenization", "next_token": "Next token", "lens": "Logit lens",
