@@ -828,6 +828,7 @@ def answer(cat: Catalogue, found: Retrieved) -> Answering:
     lm = require(ss[K.generator])
     if K.window not in ss or ss[K.window] > lm.context_length:
         ss[K.window] = lm.context_length
+    state.redraw(K.window)  # set here, not by init: drawn for the first time, it must show this value
     c3.number_input("Context window", 64, lm.context_length, step=64, key=K.window,
                     help=f"{lm.spec.name} reads up to {lm.context_length:,} tokens; set it lower to see the cut rule at work.")
     st.text_area("Prompt template (LangChain; {context} and {question} are filled in)", key=K.template, height=130,

@@ -149,6 +149,26 @@ def redraw(*keys: str) -> None:
             ss[k] = ss[k]
 
 
+def redraw_rest() -> None:
+    """`redraw` every kept key whose widget this run has not drawn yet.
+
+    Called below a point where earlier runs may have stopped (no documents yet, nothing indexed), so
+    that the sections drawn for the first time show the values the server holds, not their widgets'
+    defaults: an empty prompt template, a top-k of 1, which the browser then sends back with the
+    next click. A key whose widget this run already drew cannot be assigned, and needs nothing. (A
+    key a section sets only when it first runs calls `redraw` itself; a button's key must never be
+    assigned, so this does not guess at keys outside `init`'s.)"""
+    from streamlit.errors import StreamlitAPIException
+
+    ss = st.session_state
+    for k in sorted(ss.get(KEPT_KEYS, ())):
+        if k in ss:
+            try:
+                ss[k] = ss[k]
+            except StreamlitAPIException:  # drawn already in this run
+                pass
+
+
 def restore(page: str) -> None:
     """Put back the values Streamlit dropped (app.py calls this before the page runs).
 

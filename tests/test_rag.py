@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import uuid
 
 import numpy as np
+
 import pytest
 
 from playground.errors import ContextLengthError, InputError, StoreError, TemplateError
@@ -670,6 +672,47 @@ def test_page_in_chromium(app_url, page):
     page.get_by_role("heading", name="4 · Retrieve", exact=True).scroll_into_view_if_needed()
     page.wait_for_timeout(800)
     screenshot(page, "rag")
+
+
+@pytest.mark.browser
+def test_sections_drawn_again_after_a_stop_show_the_values_the_server_holds(app_url, page):
+    """A run that stops above the later sections (nothing indexed at this chunk size) leaves their
+    widgets out; drawn again, they must show the kept values, not their defaults (an empty prompt
+    template, top-k 1, a context window of 64), which the next click would send back."""
+    from components import cache
+    from tests.conftest import wait_idle
+
+    cache.release_qdrant()
+    page.goto(f"{app_url}/rag?docs=Paste+text&size=330&max_new=8")
+    page.get_by_role("heading", name="RAG builder", exact=True).wait_for()
+    page.locator(".st-key-rag_paste_text textarea").wait_for()
+    wait_idle(page)
+    text = page.locator(".st-key-rag_paste_text textarea")
+    text.fill("The heron waited by the cold river. The code word of the club is heron.")
+    text.press("Control+Enter")
+    wait_idle(page)
+    index = page.get_by_role("button", name=re.compile("Index these chunks|Index again"))
+    index.first.wait_for()
+    if page.get_by_role("button", name="Index these chunks").count():
+        page.get_by_role("button", name="Index these chunks").click()
+    page.get_by_role("heading", name="4 · Retrieve", exact=True).wait_for()
+    wait_idle(page)
+    size = page.locator(".st-key-rag_chunk_size input")
+    for value in ("345", "330"):  # 345: nothing indexed, the page stops above 4 · Retrieve; 330 again
+        size.fill(value)
+        size.press("Enter")
+        wait_idle(page)
+    page.get_by_role("heading", name="4 · Retrieve", exact=True).wait_for()
+    box = page.get_by_label("Question", exact=True)
+    box.fill("What is the code word of the club?")
+    box.press("Enter")  # the click that would send the defaults back
+    wait_idle(page)
+    expect_template = page.locator(".st-key-rag_template textarea")
+    assert "{context}" in expect_template.input_value() and "{question}" in expect_template.input_value()
+    body = page.inner_text("body")
+    assert "The prompt template is empty" not in body and "the context window is 64" not in body, body[-3000:]
+    page.get_by_role("button", name="Answer", exact=True).click()
+    page.get_by_text("tokens/s").first.wait_for()
 
 
 @pytest.mark.browser
