@@ -21,6 +21,7 @@ state.restore(current.url_path)  # what a person typed on a page survives a visi
 try:
     server.begin(current.url_path)  # this session seen, gone sessions' memory released
     sidebar.render()
+    state.redraw_undrawn()  # after the first widgets: those a stopped run left out show the kept values
     current.run()
 except Exception as exc:  # noqa: BLE001 - the one boundary: shown as a message, never a traceback
     if boundary.is_control_flow(exc):  # st.stop / st.rerun / st.switch_page belong to Streamlit

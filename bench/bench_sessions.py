@@ -24,22 +24,18 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+from tests.appserver import CHROMIUM, CHROMIUM_ARGS, App  # noqa: E402  (the tests start servers the same way)
+
 PROMPT = "Write three sentences about the sea."
 
 
@@ -107,47 +103,6 @@ def bench_bound(args) -> dict:
 
 # --- a server and browsers ------------------------------------------------------------------
 
-class Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.log = open(ROOT / "artifacts" / "bench-sessions-server.log", "w")
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/streamlit"), "run", str(ROOT / "app.py"), "--server.headless", "true",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(self.url + "/_stcore/health", timeout=2).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise SystemExit("the server did not start")
-
-    def rss(self) -> int:
-        import psutil
-
-        try:
-            p = psutil.Process(self.proc.pid)
-            return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
-        except psutil.Error:
-            return 0
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
-
-
 def _browser():
     from playwright.sync_api import sync_playwright
 
@@ -156,7 +111,7 @@ def _browser():
 
 
 def bench_compare(args) -> dict:
-    server = Server({})
+    server = App("bench-sessions-server.log", start_timeout=90)
     pw, browser = _browser()
     try:
         pages = []
@@ -243,7 +198,7 @@ def bench_attention(args) -> dict:
 
     need = attn.kept_bytes(lm, texts[0])  # at the precision the page keeps them in
     precision = "float32" if need >= lm.num_layers * lm.num_heads * len(ids) ** 2 * 4 else "float16"
-    server = Server({budget.ENV: args.budget})
+    server = App("bench-sessions-server.log", {budget.ENV: args.budget}, start_timeout=90)
     pw, browser = _browser()
     samples: list[int] = []
     stop = threading.Event()

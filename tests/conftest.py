@@ -14,13 +14,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import atexit
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,14 +23,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests import appserver  # noqa: E402
+from tests.appserver import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402, F401  (the tests import them from here)
 
 # A data folder of this run's own (two runs at once in one checkout must not share a Qdrant store).
 _DATA = Path(tempfile.mkdtemp(prefix="playground-test-data-"))
@@ -105,46 +98,12 @@ def texts(at) -> str:
 
 # --- the app in a real browser ----------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class App:
-    """A `streamlit run app.py` of the tests' own, on a free loopback port, with its log in artifacts/."""
-
-    def __init__(self, log_name: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / log_name
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/streamlit"), "run", str(ROOT / "app.py"), "--server.headless", "true",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(self.url + "/_stcore/health", timeout=2).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        pytest.fail(f"streamlit did not start; see {self.log_path}")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._log.close()
+def App(log_name: str, env: dict[str, str] | None = None) -> appserver.App:
+    """A `streamlit run app.py` of the test's own (tests/appserver.py); the test fails if it does not start."""
+    try:
+        return appserver.App(log_name, env)
+    except appserver.AppNotStarted as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

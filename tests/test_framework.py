@@ -104,18 +104,30 @@ def test_choices_flags_models_and_texts_from_a_link():
 
 ODD_LINKS = {
     "views/next_token.py": ({"temperature": "1e9", "top_k": "nan", "top_p": "inf", "seed": "1e400", "n_samples": "-4",
-                             "chat": "maybe", "model_a": "all-minilm-l6-v2", "top_n": "2.5"},
+                             "chat": "maybe", "model_a": "all-minilm-l6-v2", "top_n": "2.5",
+                             "constrain": "perhaps", "constrain_kind": "telepathy", "why": "2", "why_method": "guess",
+                             "why_steps": "nan", "lens": "-inf"},
                             {"next_token_temperature": 2.0, "next_token_top_k": 0, "next_token_top_p": 1.0,
                              "next_token_seed": 0, "next_token_n_samples": 1, "next_token_chat": False,
-                             "next_token_model": "smollm2-135m-instruct", "next_token_top_n": 5}),
+                             "next_token_model": "smollm2-135m-instruct", "next_token_top_n": 5,
+                             "next_token_constrain_on": False, "next_token_constrain_kind": "json",
+                             "next_token_attr_on": False, "next_token_attr_steps": 32, "next_token_lens_on": False}),
     "views/attention.py": ({"size": "1e400", "scale": "loud", "layer": "nan", "model_b": "no/such/model"},
                            {"attention_size": 48, "attention_scale": "sqrt", "attention_model2": ""}),
     "views/tokens.py": ({"view": "Sideways", "ws": "perhaps", "tokenizer": "nope", "vs": "nope,gemma-3-270m"},
                         {"tokens_view": "Tokens", "tokens_whitespace": False, "tokens_compare": ["gemma-3-270m"]}),
     "views/compare.py": ({"temp": "1e9", "max": "nan", "top_p": "-1", "seed": "inf", "sample": "bogus",
-                          "hub_sort": "newest", "models": "nope,smollm2-135m-instruct"},
+                          "hub_sort": "newest", "models": "nope,smollm2-135m-instruct", "constrain": "nan",
+                          "constrain_kind": "psychic"},
                          {"compare_all_temperature": 2.0, "compare_all_max_new_tokens": 32, "compare_all_top_p": 0.01,
-                          "compare_all_seed": 0, "compare_models": ["smollm2-135m-instruct"]}),
+                          "compare_all_seed": 0, "compare_models": ["smollm2-135m-instruct"],
+                          "compare_constrain_on": False, "compare_constrain_kind": "json"}),
+    "views/lens.py": ({"start": "inf", "position": "nan", "token": "1e400", "scale": "loud", "model_a": "all-minilm-l6-v2"},
+                      {"lens_start": 0, "lens_scale": "linear", "lens_model": "smollm2-135m-instruct"}),
+    "views/finetune.py": ({"rank": "nan", "learning_rate": "inf", "steps": "1e400", "seed": "-inf", "base": "nope",
+                           "data": "psychic", "run": "no-such-run"},
+                          {"finetune_rank": 8, "finetune_learning_rate": 2e-3, "finetune_steps": 60, "finetune_seed": 0,
+                           "finetune_base": "smollm2-135m-instruct", "finetune_source": "bundled"}),
     "views/rag.py": ({"topics_mode": "Choose topics", "topics": "pass,not-a-topic", "k": "inf", "threshold": "nan",
                       "method": "psychic", "size": "1e400", "overlap": "-5", "answer_model": "all-minilm-l6-v2",
                       "max_new": "1e9", "docs": "Telepathy"},
@@ -391,3 +403,39 @@ def test_attention_link_with_a_layer_head_and_token_the_model_lacks_says_what_it
     assert "The link asked for layer 99; 30 layers are numbered 0 to 29, so layer 29 is shown." in shown
     assert "The link asked for head 40; this model has heads 0 to 8, so the mean over heads is shown." in shown
     assert "The link asked for token 5,000" in shown
+
+
+@pytest.mark.browser
+def test_widgets_a_stopped_run_left_out_show_the_kept_values_when_drawn_again(app_url, page):
+    """Fine-tune stops above its settings while it waits for an upload. Steps set to 17, then "my own
+    pairs" (the page stops: no settings drawn), then the bundled pairs again: the settings are drawn
+    afresh and must show 17, and keep it through the next click (the browser sends back what it shows)."""
+    from tests.conftest import wait_idle
+
+    page.goto(f"{app_url}/finetune")
+    page.get_by_role("heading", name="Fine-tune").first.wait_for()
+    steps = page.get_by_label("Steps", exact=True)
+    steps.wait_for()
+    wait_idle(page)
+    default = steps.input_value()
+    assert default != "17"
+    steps.fill("17")
+    steps.press("Enter")
+    wait_idle(page)
+    page.get_by_text("My own pairs (CSV or JSONL)").click()
+    page.get_by_text("Upload a CSV or JSONL file of prompt/response pairs").first.wait_for()
+    wait_idle(page)
+    assert page.get_by_label("Steps", exact=True).count() == 0  # the run stopped above the settings
+    page.get_by_text("The bundled pirate pairs").click()
+    steps.wait_for()
+    wait_idle(page)
+    assert steps.input_value() == "17"
+    rate = page.get_by_label("Learning rate", exact=True)  # another setting changed: that run gets Steps from the browser too
+    rate.fill("0.00050")
+    rate.press("Enter")
+    wait_idle(page)
+    page.reload()
+    steps.wait_for()
+    wait_idle(page)
+    assert steps.input_value() == "17", "the server took the widget's default back"
+    assert rate.input_value() == "0.00050"

@@ -15,7 +15,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from playground.errors import InputError, PlaygroundError
 from playground.experiments import Arm, Check, Experiment, ExperimentStore, InputRow, RunSettings
 from playground.generate import GenerationSettings, generate
 from playground.prompts import PromptVariant
+from tests.appserver import free_port
 from tests.test_experiments import ROWS, SMOL, TINY, VARIANTS, ScriptedJudge
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,12 +38,6 @@ PG_USER = "playground-pg"  # the system user that runs the server (root cannot)
 DB_USER, DB_PASSWORD = "playground", "pg-s3cret-Xy7"
 BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 NO_PG = "PostgreSQL is not installed (scripts/setup.sh --dev installs Debian's postgresql package)"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_user(args, **kw):
@@ -70,7 +64,7 @@ def pg_server():
         shutil.chown(pwfile, PG_USER)
     _as_user([f"{bindir}/initdb", "-D", data, "-U", DB_USER, "--pwfile", pwfile, "--auth", "scram-sha-256",
               "-E", "UTF8", "--locale", "C"])
-    port = _free_port()
+    port = free_port()
     opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
     _as_user([f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(folder, "log"), "-w", "start"])
     try:
@@ -427,7 +421,7 @@ def test_a_wrong_password_or_a_dead_server_is_reported_without_the_password(pg_s
     text = str(err.value)
     assert "wr0ng-Pa55word" not in text and "cannot be opened" in text and "DATABASE_URL" in text
     assert err.value.__cause__ is None and "wr0ng-Pa55word" not in repr(err.value.__context__ or "")
-    port = _free_port()
+    port = free_port()
     with pytest.raises(PlaygroundError) as err:
         ExperimentStore(url=f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{port}/x")
     assert DB_PASSWORD not in str(err.value) and f"127.0.0.1:{port}" in str(err.value)

@@ -13,8 +13,6 @@ import subprocess
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -176,7 +174,7 @@ def test_queue_runs_in_arrival_order_within_the_bound_and_reports_places(smollm2
     streams = [stream(smollm2, p, settings) for p in prompts]
     seen: dict[int, list[int]] = {s.ticket.id: [] for s in streams}
     most = [0]
-    started, finished = [], []
+    finished = []
     lock = threading.Lock()
 
     def report(t):
@@ -393,23 +391,11 @@ SERVER_BUDGET = 320 << 20  # the fresh server's memory budget: one long text's m
 MARGIN = 384 << 20  # what the server may hold above its budget while it runs (the README's margin, for these texts)
 
 
-@dataclass
-class Fresh:
-    url: str
-    log: Path
-    pid: int
-
-    def rss(self) -> int:
-        import psutil
-
-        return psutil.Process(self.pid).memory_info().rss
-
-
 @pytest.fixture(scope="module")
 def fresh_server():
     """A server of this module's own, started fresh (nothing imported yet), one model call at a time."""
     app = App("streamlit-sessions.log", {jobs.ENV: "1", B.ENV: f"{SERVER_BUDGET >> 20}MiB"})
-    yield Fresh(app.url, app.log_path, app.proc.pid)
+    yield app
     app.stop()
 
 
@@ -419,7 +405,7 @@ PAGES = {"": "LLM Playground", "tokens": "Tokenization", "next_token": "Next tok
 
 @pytest.mark.browser
 def test_sessions_opening_pages_at_once_on_a_fresh_server(fresh_server, browser):
-    url, log_path = fresh_server.url, fresh_server.log
+    url, log_path = fresh_server.url, fresh_server.log_path
     contexts = [browser.new_context(viewport={"width": 1300, "height": 900}) for _ in PAGES]
     pages = [c.new_page() for c in contexts]
     for page, path in zip(pages, PAGES):  # all at once: none waits for another to load
