@@ -13,7 +13,7 @@ import streamlit as st
 
 from components import server
 from components.format import human_bytes
-from playground import budget, jobs, startup
+from playground import budget, finetune, jobs, startup
 
 
 def _short(session: str) -> str:
@@ -51,10 +51,11 @@ def overview(me: str) -> None:
     c1.metric("Sessions alive", f"{len(alive):,}")
     c2.metric("Jobs running", f"{len(running)} of {jobs.QUEUE.bound}", help=f"At most {jobs.QUEUE.bound} at once ({jobs.ENV}).")
     c3.metric("Jobs waiting", f"{len(waiting):,}", help=f"{jobs.QUEUE.finished:,} finished since the server started.")
-    c4.metric(f"Memory kept (budget {budget.size(snap.total)})", budget.size(snap.used),
-              help=f"{snap.used / max(snap.total, 1):.0%} of the budget ({budget.ENV}).")
+    c4.metric("Memory kept", budget.size(snap.used),
+              help=f"{snap.used / max(snap.total, 1):.0%} of the budget, {budget.size(snap.total)} ({budget.ENV}).")
     c5.metric("Process memory (RSS)", human_bytes(_rss()), help="Everything this server process holds: models included.")
     st.progress(min(snap.used / max(snap.total, 1), 1.0), text=f"Budget used: {budget.size(snap.used)} of {budget.size(snap.total)}")
+    st.caption(f"Memory budget: {budget.size(snap.total)} for every session's kept results ({budget.ENV}).")
 
 
 def _rss() -> int:
@@ -94,6 +95,11 @@ def job_table() -> None:
         st.dataframe(rows, hide_index=True, key="status_jobs")
     else:
         st.caption(f"Nothing running or waiting. At most {jobs.QUEUE.bound} model call(s) run at once ({jobs.ENV}).")
+    training = finetune.running()  # not a queued job: its own niced process, one on this machine at a time
+    if training is not None:
+        who = f"the run {training!r}" if training != "another app process" else "a run started by another app process"
+        st.caption(f"Fine-tune: {who} is training in a process of its own (one training at a time on this machine, "
+                   "outside this queue and this budget; the Fine-tune page states its memory).")
 
 
 def memory_tables() -> None:

@@ -186,6 +186,8 @@ def test_page_starts_shows_progress_and_stops_a_run():
         assert at.selectbox(key="finetune_run").value == "t-page" and ft.status("t-page").active
         with pytest.raises(ft.TrainingBusyError, match="one at a time"):  # a second training is refused
             ft.start("t-second", BASE, TINY, ft.bundled_examples())
+        status_page = app_test("views/status.py")  # whoever runs the demo sees the training
+        assert "Fine-tune: the run 't-page' is training in a process of its own" in texts(status_page)
         deadline = time.time() + 120
         while time.time() < deadline:
             time.sleep(1.0)
