@@ -64,6 +64,60 @@ class Chunk:
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
+class Chunker:
+    """Turns the token ids an engine yields into Chunks of new text, for every local engine.
+
+    A token can be half of a multi-byte character (byte-level BPE splits an emoji over several): the
+    decoded text then ends in U+FFFD, and such tokens are held back until the character is whole,
+    so no chunk shows a replacement character that the final text does not have. Tokens are also
+    held while the decoded text no longer starts with what was shown (a tokenizer that cleans up
+    spaces on decoding): a chunk only ever adds text. `close` gives the final text and the chunk
+    with whatever was still held. What it leaves out: stop sequences (the engines cut on them).
+
+    >>> class Bytes:  # a tokenizer whose tokens are UTF-8 bytes
+    ...     def decode(self, ids, skip_special_tokens=True):
+    ...         return bytes(ids).decode("utf-8", errors="replace")
+    >>> c = Chunker(Bytes())
+    >>> [c.add([i], (), 0.0) for i in "é!".encode()]
+    [None, Chunk(text='é', token_ids=(195, 169), elapsed=0.0, logprobs=()), Chunk(text='!', token_ids=(33,), elapsed=0.0, logprobs=())]
+    >>> c.close(1.0)
+    ('é!', None)
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []  # every token so far
+        self.shown = ""  # the text the chunks so far add up to
+        self._held_ids: list[int] = []
+        self._held_lp: list[TokenLogprob] = []
+
+    def _text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+    def add(self, ids, logprobs, elapsed: float) -> Chunk | None:
+        """The chunk these tokens complete, or None while they are held back."""
+        self.ids.extend(ids)
+        self._held_ids.extend(ids)
+        self._held_lp.extend(logprobs)
+        text = self._text()
+        if text.endswith("\ufffd") or not text.startswith(self.shown):
+            return None
+        return self._take(text[len(self.shown):], text, elapsed)
+
+    def close(self, elapsed: float) -> tuple[str, Chunk | None]:
+        """The final text, and the last chunk if anything is still held (or the text changed)."""
+        final = self._text()
+        if final == self.shown and not self._held_ids:
+            return final, None
+        rest = final[len(self.shown):] if final.startswith(self.shown) else final
+        return final, self._take(rest, final, elapsed)
+
+    def _take(self, new: str, text: str, elapsed: float) -> Chunk:
+        chunk = Chunk(new, tuple(self._held_ids), elapsed, tuple(self._held_lp))
+        self.shown, self._held_ids, self._held_lp = text, [], []
+        return chunk
+
+
 @dataclass(frozen=True)
 class GenerationResult:
     model_id: str
@@ -295,13 +349,9 @@ class Stream:
         start = time.perf_counter()
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        ids: list[int] = []
+        chunker = Chunker(self.lm.tokenizer)
         logprobs: list[TokenLogprob] = []
-        pending_ids: list[int] = []
-        pending_lp: list[TokenLogprob] = []
-        text_so_far = ""
         first: float | None = None
-        tok = self.lm.tokenizer
         finished = False
         try:
             while True:
@@ -312,19 +362,11 @@ class Stream:
                 if first is None:
                     first = now
                 new_ids, kept = item
-                ids.extend(new_ids)
-                pending_ids.extend(new_ids)
-                if kept is not None:
-                    lp = self._logprob(new_ids[0], kept)
-                    logprobs.append(lp)
-                    pending_lp.append(lp)
-                text = tok.decode(ids, skip_special_tokens=True)
-                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                    continue
-                new = text[len(text_so_far):] if text.startswith(text_so_far) else text
-                text_so_far = text
-                yield Chunk(new, tuple(pending_ids), now, tuple(pending_lp))
-                pending_ids, pending_lp = [], []
+                lps = (self._logprob(new_ids[0], kept),) if kept is not None else ()
+                logprobs.extend(lps)
+                chunk = chunker.add(new_ids, lps, now)
+                if chunk is not None:
+                    yield chunk
             finished = True
         finally:
             if not finished:  # the consumer stopped early (a page rerun): stop the worker too
@@ -336,10 +378,10 @@ class Stream:
             if isinstance(err, PlaygroundError):
                 raise err
             raise PlaygroundError(f"Generation failed in {self.lm.spec.name}: {type(err).__name__}: {err}") from err
-        final = tok.decode(ids, skip_special_tokens=True)
-        if final != text_so_far or pending_ids:
-            yield Chunk(final[len(text_so_far):] if final.startswith(text_so_far) else final, tuple(pending_ids), total,
-                        tuple(pending_lp))
+        final, last = chunker.close(total)
+        if last is not None:
+            yield last
+        ids = chunker.ids
         self.result = GenerationResult(
             model_id=self.lm.spec.id,
             prompt=self.prompt,

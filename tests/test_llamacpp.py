@@ -323,3 +323,28 @@ def test_a_greedy_answer_does_not_depend_on_what_ran_before(smol):
     generate(smol, "Name a colour. Then name a fruit and say why you like it.", s)
     smol.next_token_distribution(smol.tokenizer("Name a colour. Blue is").input_ids)
     assert generate(smol, "Name a colour.", s).text == first
+
+
+SPLIT = "Ahoy 🧑🏽‍🚀, naïve 日本語 — ok"  # emoji and CJK characters that byte-level tokens split
+
+
+@pytest.mark.parametrize("which", ["transformers", "llama.cpp"])
+def test_a_character_split_over_tokens_streams_whole(which, smollm2, smol):
+    """Both engines' streams go through generate.Chunker: fed the real tokens one at a time, no chunk
+    shows half a character (U+FFFD), the chunks add up to the decoded text, and every token is in
+    exactly one chunk, in order."""
+    from playground.generate import Chunker
+
+    tok = (smollm2 if which == "transformers" else smol).tokenizer
+    ids = tok(SPLIT, add_special_tokens=False)["input_ids"]
+    singles = [tok.decode([i]) for i in ids]
+    assert any("\ufffd" in piece for piece in singles), "the text must split a character over tokens"
+    c = Chunker(tok)
+    chunks = [ch for i, t in enumerate(ids) if (ch := c.add([t], (), float(i))) is not None]
+    final, last = c.close(99.0)
+    chunks += [last] if last is not None else []
+    assert final == tok.decode(ids, skip_special_tokens=True) == SPLIT
+    assert "".join(ch.text for ch in chunks) == final
+    assert not any("\ufffd" in ch.text for ch in chunks)
+    assert [t for ch in chunks for t in ch.token_ids] == ids
+    assert any(len(ch.token_ids) > 1 for ch in chunks)  # tokens were held back until a character was whole

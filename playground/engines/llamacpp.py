@@ -71,7 +71,7 @@ from playground.errors import (
     ModelNotCachedError,
     PlaygroundError,
 )
-from playground.generate import Chunk, GenerationResult, GenerationSettings, encode_prompt, format_prompt, templated
+from playground.generate import Chunk, Chunker, GenerationResult, GenerationSettings, encode_prompt, format_prompt, templated
 from playground.options import validate
 from playground.passes import NextTokenDistribution
 from playground.registry import ModelSpec
@@ -614,12 +614,8 @@ class LlamaStream:
         start = time.perf_counter()
         thread = threading.Thread(target=self._work, args=(q,), daemon=True, name=f"llama.cpp {self.lm.spec.id}")
         thread.start()
-        tok = self.lm.tokenizer
-        ids: list[int] = []
+        chunker = Chunker(self.lm.tokenizer)
         logprobs: list[TokenLogprob] = []
-        pending_ids: list[int] = []
-        pending_lp: list[TokenLogprob] = []
-        text_so_far = ""
         first: float | None = None
         finished = False
         try:
@@ -631,16 +627,10 @@ class LlamaStream:
                 if first is None:
                     first = now
                 tid, lp = item
-                ids.append(tid)
                 logprobs.append(lp)
-                pending_ids.append(tid)
-                pending_lp.append(lp)
-                text = tok.decode(ids, skip_special_tokens=True)
-                if text.endswith("\ufffd") or not text.startswith(text_so_far):
-                    continue  # half of a multi-byte character: wait for the rest
-                new, text_so_far = text[len(text_so_far):], text
-                yield Chunk(new, tuple(pending_ids), now, tuple(pending_lp))
-                pending_ids, pending_lp = [], []
+                chunk = chunker.add((tid,), (lp,), now)
+                if chunk is not None:
+                    yield chunk
             finished = True
         finally:
             if not finished:  # the consumer stopped early (a page rerun): stop the worker too
@@ -652,10 +642,10 @@ class LlamaStream:
             if isinstance(err, PlaygroundError):
                 raise err
             raise PlaygroundError(f"Generation failed in {self.lm.spec.name} (llama.cpp): {type(err).__name__}: {err}") from err
-        final = tok.decode(ids, skip_special_tokens=True)
-        if final != text_so_far or pending_ids:
-            rest = final[len(text_so_far):] if final.startswith(text_so_far) else final
-            yield Chunk(rest, tuple(pending_ids), total, tuple(pending_lp))
+        final, last = chunker.close(total)
+        if last is not None:
+            yield last
+        ids = chunker.ids
         self.result = GenerationResult(
             model_id=self.lm.spec.id,
             prompt=self.prompt,
