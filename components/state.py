@@ -124,9 +124,10 @@ def keep(*keys: str) -> None:
     st.session_state.setdefault(KEPT_KEYS, set()).update(keys)
 
 
-def remember() -> None:
+def remember(drew_all: bool = True) -> None:
     """Copy the value of every key pages initialised (app.py calls this at the end of every run,
-    even one cut short by st.stop or st.rerun), and note which of them this run drew no widget for.
+    even one cut short by st.stop or st.rerun), and note which of them this run drew no widget for
+    (`drew_all`: False for a run the next one cut short; the note of the last whole run stays).
 
     Streamlit drops the values of widgets that were not drawn after this, once the run is over; a
     key missing already here was deleted by the page itself (a message shown once, a request
@@ -136,8 +137,9 @@ def remember() -> None:
     with lock:
         kept = ss[KEPT_KEYS] if KEPT_KEYS in ss else ()
         ss[KEPT_VALUES] = {k: ss[k] for k in kept if k in ss}
-        drawn = _drawn_this_run()
-        ss[UNDRAWN] = sorted(k for k in kept if k not in drawn) if drawn is not None else None
+        if drew_all:  # a run cut short by the next one drew only a part of the page: it says nothing of the rest
+            drawn = _drawn_this_run()
+            ss[UNDRAWN] = sorted(k for k in kept if k not in drawn) if drawn is not None else None
 
 
 def _state_after_stop():
@@ -228,8 +230,7 @@ def redraw_undrawn() -> None:
     widgets a run drew, every kept key is.)
     """
     ss = st.session_state
-    keys = ss.pop(UNDRAWN, ())
-    redraw_rest(keys)
+    redraw_rest(ss.get(UNDRAWN, ()))
 
 
 def labels(options, label) -> Callable[[Any], str]:

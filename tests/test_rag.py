@@ -665,7 +665,11 @@ def test_page_in_chromium(app_url, page):
     box.press("Enter")
     page.locator("#rag-a-passage-1").get_by_text("__debug__").first.wait_for()
     page.get_by_role("button", name="Answer", exact=True).click()
-    page.get_by_text("tokens/s").first.wait_for()
+    try:
+        page.get_by_text("tokens/s").first.wait_for()
+    except Exception:
+        screenshot(page, "rag-no-answer")  # what the page shows instead
+        raise
     assert page.locator(".raganswer").count() >= 1
     assert "rag" in page.url.split("?")[0]
     page.set_viewport_size({"width": 1400, "height": 2600})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import rag_sections as rag
+from components import state
 
 catalogue, url = rag.start()
 rag.intro()
@@ -22,6 +23,7 @@ if indexed.points == 0:
     st.info("Index the chunks (button above) to retrieve from them: the next steps need the collection.")
     rag.finish(url)
     st.stop()
+state.redraw_rest()  # below the stop: sections an earlier run left out show the kept values (see state.redraw)
 found = rag.retrieval(db, chunked)
 answering = rag.answer(catalogue, found)
 rag.embedding_space(db, chunked, found)
