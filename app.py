@@ -18,19 +18,13 @@ pages = [
 ]
 current = st.navigation({"": pages, "Server": server.pages()})
 state.restore(current.url_path)  # what a person typed on a page survives a visit to another one
-interrupted = False  # a run the next one cut short (a click arrived): it drew only a part of the page
 try:
     server.begin(current.url_path)  # this session seen, gone sessions' memory released
     sidebar.render()
-    state.redraw_undrawn()  # after the first widgets: those a stopped run left out show the kept values
     current.run()
 except Exception as exc:  # noqa: BLE001 - the one boundary: shown as a message, never a traceback
     if boundary.is_control_flow(exc):  # st.stop / st.rerun / st.switch_page belong to Streamlit
-        interrupted = boundary.is_rerun(exc)
         raise
     boundary.show(exc, current.title)
-except BaseException as exc:
-    interrupted = boundary.is_rerun(exc)
-    raise
 finally:
-    state.remember(drew_all=not interrupted)
+    state.remember()

@@ -49,11 +49,6 @@ def is_control_flow(exc: BaseException) -> bool:
     return isinstance(exc, CONTROL_FLOW) or type(exc).__name__ in ("StopException", "RerunException")
 
 
-def is_rerun(exc: BaseException) -> bool:
-    """A run cut short because another one starts (a click arrived, st.rerun, st.switch_page)."""
-    return type(exc).__name__ == "RerunException"
-
-
 def where(exc: BaseException) -> str:
     """The innermost line of this project the exception passed through: 'views/rag.py:120 in main'."""
     frames = traceback.extract_tb(exc.__traceback__)

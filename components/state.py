@@ -9,7 +9,6 @@ the current values back to the URL, leaving out a text too long for a link.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,6 @@ MODEL_LINK = {MODEL: Link("model", links.Model())}
 KEPT_KEYS = "_kept_keys"  # every key a page initialised with init(): what it must not lose
 KEPT_VALUES = "_kept_values"  # their last values, copied at the end of every run
 LAST_PAGE = "_last_page"  # the page the previous run showed
-UNDRAWN = "_undrawn_keys"  # kept keys whose widgets the previous run did not draw (it stopped above them)
 
 
 def _link(key: str, link: Link | str, default: Any) -> Link:
@@ -124,57 +122,26 @@ def keep(*keys: str) -> None:
     st.session_state.setdefault(KEPT_KEYS, set()).update(keys)
 
 
-def remember(drew_all: bool = True) -> None:
+def remember() -> None:
     """Copy the value of every key pages initialised (app.py calls this at the end of every run,
-    even one cut short by st.stop or st.rerun), and note which of them this run drew no widget for
-    (`drew_all`: False for a run the next one cut short; the note of the last whole run stays).
+    even one cut short by st.stop or st.rerun).
 
     Streamlit drops the values of widgets that were not drawn after this, once the run is over; a
     key missing already here was deleted by the page itself (a message shown once, a request
     handled), and is not brought back.
     """
-    ss, lock = _state_after_stop()
-    with lock:
-        kept = ss[KEPT_KEYS] if KEPT_KEYS in ss else ()
-        ss[KEPT_VALUES] = {k: ss[k] for k in kept if k in ss}
-        if drew_all:  # a run cut short by the next one drew only a part of the page: it says nothing of the rest
-            drawn = _drawn_this_run()
-            ss[UNDRAWN] = sorted(k for k in kept if k not in drawn) if drawn is not None else None
-
-
-def _state_after_stop():
-    """The session's state and its lock, readable in a run that st.stop() ended.
-
-    Once a stop was asked for, Streamlit (1.67) raises StopException again at every access of
-    `st.session_state`, so the end of a stopped run could not read or write it: what the run
-    changed was not kept, nor which widgets it left out. Its inner state has no such check."""
-    from streamlit.runtime.state.session_state_proxy import get_session_state
-
-    safe = get_session_state()
-    inner, lock = getattr(safe, "_state", None), getattr(safe, "_lock", None)
-    if inner is None or lock is None:  # another Streamlit: the guarded state
-        return st.session_state, contextlib.nullcontext()
-    return inner, lock
-
-
-def _drawn_this_run() -> frozenset[str] | None:
-    """The keys of the widgets this run drew; None if this Streamlit does not say."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    keys = getattr(getattr(ctx, "shared", None), "widget_user_keys_this_run", None)
-    return keys.snapshot() if keys is not None else None
+    ss = st.session_state
+    ss[KEPT_VALUES] = {k: ss[k] for k in ss.get(KEPT_KEYS, ()) if k in ss}
 
 
 def redraw(*keys: str) -> None:
-    """Assign the held values of `keys` again, before their widgets are drawn in this run.
+    """Assign the held values of `keys` again, just before their widgets are drawn.
 
-    A widget that the last run left out (the page stopped above it: no files uploaded yet) is drawn
-    afresh by the browser, showing its default (a number input's minimum) unless the run that draws
-    it assigns the value; the next click would then send that default back. Streamlit keeps such a
-    widget's value on the server (it does not clear a stopped run's widgets), so `restore` finds
-    nothing to put back. app.py redraws every kept key a run left out (`redraw_undrawn`); a key that
-    a section sets itself when it first runs, outside `init`, calls this.
+    A widget that a run left out (the page stopped above it: no files uploaded yet) is drawn afresh
+    by the browser in the next run, showing its default (a number input's minimum) while the server
+    holds the kept value; the next click then sends that default back. `restore` puts the value back
+    at the top of the run, but in Streamlit 1.67 only an assignment made after the run's first widgets
+    reaches the browser, so a section drawn below widgets that can stop the page calls this.
     """
     ss = st.session_state
     for k in keys:
@@ -182,15 +149,19 @@ def redraw(*keys: str) -> None:
             ss[k] = ss[k]
 
 
-def redraw_rest(keys=None) -> None:
-    """`redraw` `keys` (by default every kept key) whose widgets this run has not drawn yet.
+def redraw_rest() -> None:
+    """`redraw` every kept key whose widget this run has not drawn yet.
 
-    A key whose widget this run already drew cannot be assigned, and needs nothing. Only keys from
-    `init` and `keep` are meant: a button's key must never be assigned."""
+    Called below a point where earlier runs may have stopped (no documents yet, nothing indexed), so
+    that the sections drawn for the first time show the values the server holds, not their widgets'
+    defaults: an empty prompt template, a top-k of 1, which the browser then sends back with the
+    next click. A key whose widget this run already drew cannot be assigned, and needs nothing. (A
+    key a section sets only when it first runs calls `redraw` itself; a button's key must never be
+    assigned, so this does not guess at keys outside `init`'s.)"""
     from streamlit.errors import StreamlitAPIException
 
     ss = st.session_state
-    for k in sorted(ss.get(KEPT_KEYS, ()) if keys is None else keys):
+    for k in sorted(ss.get(KEPT_KEYS, ())):
         if k in ss:
             try:
                 ss[k] = ss[k]
@@ -202,8 +173,7 @@ def restore(page: str) -> None:
     """Put back the values Streamlit dropped (app.py calls this before the page runs).
 
     Streamlit deletes a widget's value at the end of any run that did not draw the widget: every
-    run of another page, and a run cut short by a click before the widget was drawn (not a run that
-    st.stop ended: `redraw_undrawn` is for those). Without this,
+    run of another page, and a run cut short by a click before the widget was drawn. Without this,
     text typed on one page is gone after a look at another. On arriving at a page every kept value
     is assigned again, even one still held: the browser drew the page's widgets afresh and shows
     their defaults unless the server says the value was set.
@@ -216,21 +186,6 @@ def restore(page: str) -> None:
             ss[k] = v
         elif arrived:
             ss[k] = ss[k]
-
-
-def redraw_undrawn() -> None:
-    """`redraw` the kept keys whose widgets the previous run left out.
-
-    app.py calls this after the sidebar's widgets and before the page, for every page. A run that
-    stopped above a section (no documents yet, nothing indexed, no upload) drew none of its
-    widgets; Streamlit keeps their values, but when they are drawn again the browser shows their
-    defaults (a number input's minimum), not the values the server holds, and sends those back with
-    the next click. Only these keys are assigned: assigning the value of a widget the browser still
-    shows would overwrite what is being typed into it. (If this Streamlit does not say which
-    widgets a run drew, every kept key is.)
-    """
-    ss = st.session_state
-    redraw_rest(ss.get(UNDRAWN, ()))
 
 
 def labels(options, label) -> Callable[[Any], str]:

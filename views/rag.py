@@ -23,7 +23,7 @@ if indexed.points == 0:
     st.info("Index the chunks (button above) to retrieve from them: the next steps need the collection.")
     rag.finish(url)
     st.stop()
-state.redraw_rest()  # below the stop: sections an earlier run left out show the kept values (see state.redraw)
+state.redraw_rest()  # earlier runs may have stopped above: what follows shows the kept values
 found = rag.retrieval(db, chunked)
 answering = rag.answer(catalogue, found)
 rag.embedding_space(db, chunked, found)
