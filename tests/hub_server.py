@@ -53,7 +53,7 @@ class Repo:
     license: str = "apache-2.0"
     files: dict[str, bytes] = field(default_factory=dict)
     sizes_claimed: dict[str, int] = field(default_factory=dict)  # file sizes the metadata states instead of the real ones
-    library: str = "transformers"
+    framework: str = "transformers"  # the Hub's library_name of the repo
 
     def load(self) -> "Repo":
         self.files = {
@@ -100,9 +100,9 @@ class Repo:
             "disabled": False,
             "downloads": self.downloads,
             "likes": self.likes,
-            "library_name": self.library,
+            "library_name": self.framework,
             "pipeline_tag": self.pipeline_tag,
-            "tags": [self.library, "safetensors" if self.library == "transformers" else self.library,
+            "tags": [self.framework, "safetensors" if self.framework == "transformers" else self.framework,
                      self.pipeline_tag, f"license:{self.license}"],
             "cardData": {"license": self.license},
             "createdAt": "2026-01-01T00:00:00.000Z",
@@ -283,8 +283,8 @@ def build_repos(root: Path, tokenizer_folder: Path) -> list[Repo]:
         huge.mkdir(parents=True, exist_ok=True)
         (huge / HUGE_NAME).write_bytes(b"GGUF not a model: its metadata claims 60 GiB")
     return [
-        Repo("gguf-org/SmolLM2-135M-Instruct-GGUF", gguf, downloads=40, library="gguf").load(),
-        Repo("gguf-org/huge-GGUF", huge, downloads=5, library="gguf", sizes_claimed={HUGE_NAME: HUGE_BYTES}).load(),
+        Repo("gguf-org/SmolLM2-135M-Instruct-GGUF", gguf, downloads=40, framework="gguf").load(),
+        Repo("gguf-org/huge-GGUF", huge, downloads=5, framework="gguf", sizes_claimed={HUGE_NAME: HUGE_BYTES}).load(),
         Repo("tiny-org/tiny-llama", tiny, downloads=500, likes=3).load(),
         Repo("tiny-org/gated-llama", tiny, gated=True, downloads=100, likes=50, license="llama3").load(),
         Repo("tiny-org/huge-llama", tiny, params_claimed=70_000_000_000, downloads=900, likes=1).load(),
